@@ -1,0 +1,55 @@
+"""Shared helpers. The suite runs once per backend: nox sets KERAS_BACKEND before keras is imported."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"KERAS_BACKEND={BACKEND} (keras {keras.__version__})"
+
+
+def pytest_configure(config):
+    if os.environ.get("KERAS_BACKEND") and os.environ["KERAS_BACKEND"] != BACKEND:
+        raise pytest.UsageError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']} but keras runs on {BACKEND}")
+
+
+def tensor(x, dtype="float32"):
+    """A backend tensor from numpy data."""
+    return keras.ops.convert_to_tensor(np.asarray(x, dtype=dtype))
+
+
+def numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype="float64")
+
+
+def linear_critic(weights, bias=0.0) -> keras.Sequential:
+    """f(x) = w·x + b over flattened samples, as a Keras model."""
+    weights = np.asarray(weights, dtype="float32")
+    model = keras.Sequential([keras.Input((len(weights),)), keras.layers.Dense(1)])
+    model.set_weights([weights.reshape(-1, 1), np.array([bias], dtype="float32")])
+    return model
+
+
+def mlp_critic(weights, sample_shape) -> keras.Sequential:
+    """The tanh MLP critic of `reference.mlp_case` as a Keras model (Flatten first)."""
+    model = keras.Sequential(
+        [
+            keras.Input(tuple(sample_shape)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(weights[0].shape[1], activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.set_weights([w.astype("float32") for w in weights])
+    return model
+
+
+def assert_close(actual, expected, rtol=1e-5, atol=1e-6):
+    np.testing.assert_allclose(numpy(actual), np.asarray(expected, dtype="float64"), rtol=rtol, atol=atol)

@@ -1,0 +1,10 @@
+"""portable-wgangp: WGAN-GP from one model code on the TensorFlow, JAX and PyTorch backends of Keras 3."""
+
+from portable_wgangp import losses, penalties
+from portable_wgangp.backend import input_gradient
+from portable_wgangp.model import WGANGP
+from portable_wgangp.penalties import gradient_penalty
+
+__version__ = "0.1.0"
+
+__all__ = ["WGANGP", "gradient_penalty", "input_gradient", "losses", "penalties", "__version__"]

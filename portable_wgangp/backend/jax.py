@@ -1,0 +1,69 @@
+"""JAX glue: pure functions over `keras.StatelessScope`s.
+
+Keras's JAX trainer is pure: ``train_step(state, data) -> (logs, state)`` with ``state`` = (trainable,
+non-trainable, optimizer, metrics variable values). The step itself is written once, statefully, for all
+backends; here it runs inside a `StatelessScope` that maps every variable to its value in ``state``, so its
+reads see the traced values and its writes (optimizer updates, seed advances) are collected, not applied.
+``model.optimizer`` is the model's pair of optimizers, so both optimizers' slots travel in that state.
+"""
+
+import jax
+import jax.numpy as jnp
+from keras import StatelessScope
+from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+
+def input_gradient(fn, x):
+    """∇ₓ Σ fn(x) by `jax.grad`; weights that ``fn`` reads are closed over, so it differentiates again."""
+    return jax.grad(lambda points: jnp.sum(fn(points).astype(jnp.float32)))(jnp.asarray(x))
+
+
+def value_and_grad(fn, variables):
+    """``fn() -> (loss, aux)`` as a pure function of ``variables`` under `jax.value_and_grad`.
+
+    Inside a step's `StatelessScope`, the other variables keep their scoped values, and any write that
+    ``fn`` makes to them (a seed advance, a moving statistic) is handed back to that scope.
+    """
+    outer = get_stateless_scope()
+    inherited = dict(outer.state_mapping) if outer is not None else {}
+    differentiated = {id(v) for v in variables}
+
+    def pure(values):
+        with StatelessScope(list(zip(variables, values))) as scope:
+            scope.state_mapping = {**inherited, **scope.state_mapping}
+            loss, aux = fn()
+        writes = {
+            key: value
+            for key, value in scope.state_mapping.items()
+            if key not in differentiated and value is not inherited.get(key)
+        }
+        return loss, (aux, writes)
+
+    (loss, (aux, writes)), grads = jax.value_and_grad(pure, has_aux=True)([v.value for v in variables])
+    if outer is not None:
+        outer.state_mapping.update(writes)
+    return loss, aux, grads
+
+
+def train_step(model, step, state, data):
+    """Run the stateful ``step(data) -> logs`` as Keras's pure JAX ``train_step(state, data)``."""
+    references = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
+    mapping = [pair for refs, values in zip(references, state) for pair in zip(refs, values)]
+    with StatelessScope(mapping) as scope:
+        logs = step(data)
+    new_state = tuple(
+        [_current(scope, ref, value) for ref, value in zip(refs, values)]
+        for refs, values in zip(references, state)
+    )
+    return logs, new_state
+
+
+def _current(scope, variable, value):
+    """The value ``scope`` holds for ``variable`` (its last write, else its mapped input ``value``)."""
+    current = scope.get_current_value(variable)
+    return value if current is None else current

@@ -1,0 +1,290 @@
+"""`WGANGP`: a `keras.Model` that trains a generator against a critic with a gradient penalty.
+
+One training step (one call of Keras's ``train_step``) is one generator update preceded by ``n_critic``
+critic updates (Gulrajani et al. 2017, Algorithm 1). The step receives the real data of a whole round,
+shape ``(batch, n_critic, *sample_shape)`` (see :mod:`portable_wgangp.data`): critic update ``k`` uses the
+fresh minibatch ``data[:, k]``. The step is written once, statefully, in `keras.ops`; the per-backend glue
+(gradients, the trainer's calling convention) lives in :mod:`portable_wgangp.backend`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from portable_wgangp import backend, data
+from portable_wgangp.callbacks import NonFiniteGuard
+from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
+from portable_wgangp.penalties import check_mode, gradient_penalty, uniform_epsilon
+
+METRIC_NAMES = ("critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss")
+
+
+def default_optimizer() -> keras.optimizers.Optimizer:
+    """The paper's optimizer for WGAN-GP: Adam(1e-4, β₁ = 0, β₂ = 0.9)."""
+    return keras.optimizers.Adam(learning_rate=1e-4, beta_1=0.0, beta_2=0.9)
+
+
+class OptimizerPair:
+    """What Keras's trainers see as ``model.optimizer``: both optimizers, generator's variables first.
+
+    Keras threads ``model.optimizer.variables`` through its (JAX: pure) training state and builds
+    ``model.optimizer`` before the first step; a GAN has two optimizers, so this object presents both.
+    """
+
+    def __init__(self, model: WGANGP):
+        self._model = model
+
+    @property
+    def variables(self) -> list:
+        return self._model.generator_optimizer.variables + self._model.critic_optimizer.variables
+
+    @property
+    def iterations(self):
+        """Generator steps taken (what Keras callbacks such as `TensorBoard` use as the step)."""
+        return self._model.generator_optimizer.iterations
+
+    @property
+    def built(self) -> bool:
+        return self._model.generator_optimizer.built and self._model.critic_optimizer.built
+
+    def build(self, _variables=None) -> None:
+        """Build each optimizer on its own network's trainable variables (Keras passes all of them)."""
+        model = self._model
+        model.generator_optimizer.build(model.generator.trainable_variables)
+        model.critic_optimizer.build(model.critic.trainable_variables)
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_no_cross_batch_layers(critic: keras.Model) -> None:
+    """The per-sample penalty assumes the critic scores each sample on its own: no batch normalization."""
+    for layer in critic._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            raise ValueError(
+                f"The critic contains BatchNormalization layer {layer.name!r}, which mixes samples and "
+                "breaks the per-sample gradient penalty; use keras.layers.LayerNormalization instead."
+            )
+
+
+@keras.saving.register_keras_serializable(package="portable_wgangp")
+class WGANGP(keras.Model):
+    """Wasserstein GAN with gradient penalty, the same on TensorFlow, JAX and PyTorch.
+
+    Args:
+        generator: a Keras model mapping latent vectors ``(batch, latent_dim)`` to samples.
+        critic: a Keras model mapping samples to scores ``(batch,)`` or ``(batch, 1)``; no BatchNorm.
+        latent_dim: size of the latent vectors, z ~ N(0, I).
+        n_critic: critic updates per generator update, each on a fresh real minibatch.
+        gp_weight: λ, the penalty's weight in the critic's objective.
+        penalty: ``"two_sided"``, ``"one_sided"`` or ``"zero_centered"`` (see `gradient_penalty`).
+        drift_weight: ε_drift, weight of ProGAN's ``mean(D(real)²)`` in the critic's objective.
+        penalty_target: t, the target gradient norm of the two- and one-sided penalties.
+        seed: seed of the latent vectors, interpolation weights and data order.
+
+    The critic minimises ``mean(D(fake)) − mean(D(real)) + λ·penalty + ε_drift·mean(D(real)²)``; the
+    generator minimises ``−mean(D(G(z)))``.
+    """
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        critic: keras.Model,
+        latent_dim: int,
+        *,
+        n_critic: int = 5,
+        gp_weight: float = 10.0,
+        penalty: str = "two_sided",
+        drift_weight: float = 0.0,
+        penalty_target: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
+        self.n_critic = _check_positive_int("n_critic", n_critic)
+        if gp_weight < 0 or drift_weight < 0:
+            raise ValueError(f"gp_weight and drift_weight must be >= 0, got {gp_weight!r} and {drift_weight!r}.")
+        if penalty_target <= 0:
+            raise ValueError(f"penalty_target must be > 0, got {penalty_target!r}.")
+        self.gp_weight = float(gp_weight)
+        self.drift_weight = float(drift_weight)
+        self.penalty = check_mode(penalty)
+        self.penalty_target = float(penalty_target)
+        self.seed = seed
+        _check_no_cross_batch_layers(critic)
+        self.generator = generator
+        self.critic = critic
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.generator_optimizer = None
+        self.critic_optimizer = None
+        self._build_networks()
+
+    def _build_networks(self) -> None:
+        """Build both networks on one latent vector and check that the critic accepts the generator's output."""
+        fake = self.generator(ops.zeros((1, self.latent_dim)))
+        try:
+            self.critic(fake)
+        except Exception as error:
+            raise ValueError(
+                f"The critic does not accept the generator's output of shape {tuple(fake.shape)}: {error}"
+            ) from error
+        self.built = True
+
+    def call(self, z, training=False):
+        """Samples for latent vectors ``z`` of shape ``(batch, latent_dim)``."""
+        return self.generator(z, training=training)
+
+    def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs) -> None:
+        """Set both optimizers (None → Adam(1e-4, β₁ = 0, β₂ = 0.9)); other arguments go to Keras.
+
+        No loss or metrics are compiled: the step computes and logs its own.
+        """
+        for name in ("optimizer", "loss", "metrics"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"WGANGP.compile() takes no {name!r}; pass generator_optimizer= and critic_optimizer=."
+                )
+        super().compile(optimizer=None, **kwargs)
+        self.generator_optimizer = keras.optimizers.get(generator_optimizer) or default_optimizer()
+        self.critic_optimizer = keras.optimizers.get(critic_optimizer) or default_optimizer()
+        if self.generator_optimizer is self.critic_optimizer:
+            raise ValueError("The generator and the critic need two distinct optimizer instances.")
+        self.optimizer = OptimizerPair(self)
+        self.optimizer.build()
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def fit(self, x=None, batch_size: int | None = None, epochs: int = 1, *, shuffle: bool = True, **kwargs):
+        """Train on real samples ``x``; ``batch_size`` (default 64) is the critic minibatch size.
+
+        ``x``: a numpy array (or anything array-like) of samples, or a `tf.data.Dataset`, torch
+        `DataLoader` or Python iterable of minibatches. Each Keras step consumes ``n_critic`` minibatches
+        (one per critic update) and makes one generator update; ``steps_per_epoch`` counts generator
+        steps. Other arguments (``callbacks``, ``verbose``, ...) go to `keras.Model.fit`. The first
+        non-finite logged value stops training with `FloatingPointError` (see `NonFiniteGuard`).
+        """
+        if not self.compiled:
+            raise RuntimeError("Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers.")
+        rounds, steps = data.critic_rounds(
+            x, batch_size=batch_size, n_critic=self.n_critic, shuffle=shuffle, seed=self.seed
+        )
+        if kwargs.get("steps_per_epoch") is None:
+            kwargs["steps_per_epoch"] = steps
+        kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
+        return super().fit(rounds, epochs=epochs, **kwargs)
+
+    def train_step(self, *args):
+        """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
+        return backend.train_step(self, self.train_round, *args)
+
+    def train_round(self, data) -> dict:
+        """``n_critic`` critic updates, then one generator update; returns the step's logs.
+
+        ``data``: real samples of shape ``(batch, n_critic, *sample_shape)`` (alone or as Keras's
+        ``(x,)`` tuple). Logged values are those of the last critic update and of the generator update.
+        """
+        rounds, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        for k in range(self.n_critic):
+            logs = self.critic_update(rounds[:, k])
+        logs["generator_loss"] = self.generator_update(ops.shape(rounds)[0])
+        return logs
+
+    def latent_vectors(self, batch_size):
+        """z ~ N(0, I) of shape ``(batch_size, latent_dim)`` from the model's seed generator."""
+        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+
+    def interpolation_weights(self, batch_size):
+        """ε ~ U[0, 1] of shape ``(batch_size,)``, the weight of the real sample in each interpolate."""
+        return uniform_epsilon(batch_size, seed=self.seed_generator)
+
+    def critic_update(self, real) -> dict:
+        """One critic update on the real minibatch ``real`` of shape ``(batch, *sample_shape)``."""
+        batch_size = ops.shape(real)[0]
+        fake = ops.stop_gradient(self.generator(self.latent_vectors(batch_size), training=True))
+        epsilon = self.interpolation_weights(batch_size)
+
+        def objective():
+            real_scores = self.critic(real, training=True)
+            fake_scores = self.critic(fake, training=True)
+            estimate = wasserstein_estimate(real_scores, fake_scores)
+            penalty = gradient_penalty(
+                self.critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
+            )
+            loss = -estimate + self.gp_weight * penalty
+            if self.drift_weight:
+                loss = loss + self.drift_weight * drift(real_scores)
+            return loss, (estimate, penalty)
+
+        variables = self.critic.trainable_variables
+        loss, (estimate, penalty), grads = backend.value_and_grad(objective, variables)
+        self.critic_optimizer.apply(grads, variables)
+        return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
+
+    def generator_update(self, batch_size):
+        """One generator update on ``batch_size`` fresh latent vectors; returns the generator loss."""
+        z = self.latent_vectors(batch_size)
+
+        def objective():
+            return generator_loss(self.critic(self.generator(z, training=True), training=True)), ()
+
+        variables = self.generator.trainable_variables
+        loss, _, grads = backend.value_and_grad(objective, variables)
+        self.generator_optimizer.apply(grads, variables)
+        return loss
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 1024) -> np.ndarray:
+        """``n`` generator outputs as a numpy array, from z ~ N(0, I) drawn by numpy with ``seed``.
+
+        The latent vectors come from numpy, so the same weights and seed give the same samples on
+        every backend.
+        """
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+        chunks = [
+            ops.convert_to_numpy(self.generator(z[i : i + batch_size], training=False))
+            for i in range(0, n, batch_size)
+        ]
+        return np.concatenate(chunks, axis=0)
+
+    # -- serialization ----------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "critic": keras.saving.serialize_keras_object(self.critic),
+            "latent_dim": self.latent_dim,
+            "n_critic": self.n_critic,
+            "gp_weight": self.gp_weight,
+            "penalty": self.penalty,
+            "drift_weight": self.drift_weight,
+            "penalty_target": self.penalty_target,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        for name in ("generator", "critic"):
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)
+
+    def get_compile_config(self) -> dict | None:
+        if not self.compiled:
+            return None
+        return {
+            name: keras.saving.serialize_keras_object(getattr(self, name))
+            for name in ("generator_optimizer", "critic_optimizer")
+        }
+
+    def compile_from_config(self, config: dict) -> None:
+        self.compile(
+            **{name: keras.saving.deserialize_keras_object(value) for name, value in config.items()}
+        )

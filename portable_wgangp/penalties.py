@@ -1,0 +1,102 @@
+"""Gradient penalties (Gulrajani et al. 2017 and relatives), written once in `keras.ops`.
+
+Shapes: ``real`` and ``fake`` are ``(batch, *sample_shape)``; the critic maps them to ``(batch,)`` or
+``(batch, 1)`` scores. The only framework-specific piece, the gradient of the critic w.r.t. its input,
+comes from :func:`portable_wgangp.backend.input_gradient`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import ops
+
+from portable_wgangp.backend import input_gradient
+
+PENALTY_MODES = ("two_sided", "one_sided", "zero_centered")
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it names a penalty, else raise a ValueError that lists the choices."""
+    if mode not in PENALTY_MODES:
+        raise ValueError(f"Unknown penalty mode {mode!r}; choose one of {', '.join(PENALTY_MODES)}.")
+    return mode
+
+
+def safe_norm(g):
+    """Per-sample Euclidean norm over all non-batch axes: ``(batch, ...) -> (batch,)``, in float32.
+
+    Exact where the norm is positive and with a zero (not NaN) derivative where it is 0: the square root
+    only ever sees positive arguments (the "double where" trick), so no epsilon biases the value.
+    """
+    g = ops.cast(g, "float32")
+    squares = ops.sum(ops.square(ops.reshape(g, (ops.shape(g)[0], -1))), axis=1)
+    positive = squares > 0.0
+    return ops.where(positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0)
+
+
+def interpolate(real, fake, epsilon):
+    """``x_hat = epsilon * real + (1 - epsilon) * fake`` in float32 (epsilon weights the REAL sample).
+
+    ``epsilon``: shape ``(batch,)`` or anything broadcastable to ``real`` such as ``(batch, 1, ...)``.
+    """
+    real = ops.cast(real, "float32")
+    fake = ops.cast(fake, "float32")
+    epsilon = ops.cast(epsilon, "float32")
+    if len(epsilon.shape) == 1:
+        epsilon = ops.reshape(epsilon, (-1,) + (1,) * (len(real.shape) - 1))
+    return epsilon * real + (1.0 - epsilon) * fake
+
+
+def uniform_epsilon(batch_size, seed=None):
+    """Per-sample interpolation weights ε ~ U[0, 1], shape ``(batch,)``."""
+    return keras.random.uniform((batch_size,), seed=seed)
+
+
+def penalty_from_norms(norms, mode: str = "two_sided", target: float = 1.0):
+    """Mean penalty over the batch from per-sample gradient norms ``(batch,)``, as a float32 scalar.
+
+    two_sided: E[(‖g‖/t − 1)²]; one_sided: E[max(0, ‖g‖/t − 1)²]; zero_centered: E[‖g‖²].
+    """
+    check_mode(mode)
+    if mode == "zero_centered":
+        return ops.mean(ops.square(norms))
+    excess = norms / target - 1.0
+    if mode == "one_sided":
+        excess = ops.maximum(excess, 0.0)
+    return ops.mean(ops.square(excess))
+
+
+def gradient_penalty(
+    critic: Callable,
+    real,
+    fake=None,
+    *,
+    epsilon=None,
+    mode: str = "two_sided",
+    target: float = 1.0,
+    seed=None,
+):
+    """Gradient penalty of ``critic`` at interpolates of ``real`` and ``fake`` (a float32 scalar).
+
+    x_hat = ε·real + (1 − ε)·fake with ε ~ U[0, 1] per sample (drawn with ``seed``) unless ``epsilon`` is
+    given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖. In mode
+    ``zero_centered`` with ``fake=None`` the gradient is taken at the real samples (R1). The result is
+    differentiable w.r.t. the critic's weights on every backend.
+    """
+    check_mode(mode)
+    if fake is None:
+        if mode != "zero_centered":
+            raise ValueError(f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'.")
+        points = ops.cast(real, "float32")
+    else:
+        if tuple(real.shape) != tuple(fake.shape):
+            raise ValueError(
+                f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
+                f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."
+            )
+        if epsilon is None:
+            epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
+        points = interpolate(real, fake, epsilon)
+    return penalty_from_norms(safe_norm(input_gradient(critic, points)), mode=mode, target=target)
