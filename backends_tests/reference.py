@@ -14,7 +14,13 @@ import numpy as np
 DATA = pathlib.Path(__file__).parent / "data"
 VALUES = DATA / "reference_values.json"
 MODEL = DATA / "reference_model.keras"
-MODES = (("two_sided", 1.0), ("one_sided", 1.0), ("one_sided", 2.0), ("zero_centered", 1.0), ("two_sided", 0.5))
+MODES = (
+    ("two_sided", 1.0),
+    ("one_sided", 1.0),
+    ("one_sided", 2.0),
+    ("zero_centered", 1.0),
+    ("two_sided", 0.5),
+)
 
 
 def _rng():
@@ -143,7 +149,8 @@ def compute_values() -> dict:
                     "target": target,
                     "penalty": penalty(weights, real, fake, epsilon, mode, target),
                     "weight_gradients": [
-                        g.tolist() for g in penalty_weight_gradients(weights, real, fake, epsilon, mode, target)
+                        g.tolist()
+                        for g in penalty_weight_gradients(weights, real, fake, epsilon, mode, target)
                     ],
                 }
             )

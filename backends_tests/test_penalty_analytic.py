@@ -107,7 +107,9 @@ def test_epsilon_accepts_batch_and_broadcast_shapes():
 
 
 def test_random_epsilon_is_reproducible_with_a_seed():
-    critic = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+    critic = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+    )
     first = pw.gradient_penalty(critic, tensor(REAL), tensor(FAKE), seed=3)
     second = pw.gradient_penalty(critic, tensor(REAL), tensor(FAKE), seed=3)
     assert_close(first, numpy(second), rtol=0, atol=0)

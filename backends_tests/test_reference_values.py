@@ -19,7 +19,9 @@ def test_checked_in_table_is_what_numpy_computes():
     assert json.loads(json.dumps(fresh)) == VALUES
 
 
-@pytest.mark.parametrize("row", VALUES["penalties"], ids=lambda r: f"{r['mode']}-t{r['target']}-{r['sample_shape']}")
+@pytest.mark.parametrize(
+    "row", VALUES["penalties"], ids=lambda r: f"{r['mode']}-t{r['target']}-{r['sample_shape']}"
+)
 def test_penalty_and_weight_gradients_match_numpy(row):
     weights, real, fake, epsilon = reference.mlp_case(tuple(row["sample_shape"]))
     critic = mlp_critic(weights, row["sample_shape"])
@@ -27,7 +29,12 @@ def test_penalty_and_weight_gradients_match_numpy(row):
 
     def objective():
         value = pw.gradient_penalty(
-            critic, tensor(real), tensor(fake), epsilon=tensor(epsilon), mode=row["mode"], target=row["target"]
+            critic,
+            tensor(real),
+            tensor(fake),
+            epsilon=tensor(epsilon),
+            mode=row["mode"],
+            target=row["target"],
         )
         return value, ()
 
@@ -68,7 +75,8 @@ def linear_gan(case, **kwargs):
         **kwargs,
     )
     gan.compile(
-        generator_optimizer=keras.optimizers.SGD(case["lr"]), critic_optimizer=keras.optimizers.SGD(case["lr"])
+        generator_optimizer=keras.optimizers.SGD(case["lr"]),
+        critic_optimizer=keras.optimizers.SGD(case["lr"]),
     )
     return gan
 

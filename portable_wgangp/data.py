@@ -6,12 +6,10 @@ stays first so that data-parallel strategies shard it, and critic update ``k`` r
 
 from __future__ import annotations
 
-import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import keras
 import numpy as np
-from keras import tree
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -61,30 +59,31 @@ class ArrayRounds(keras.utils.PyDataset):
         per_round = self.batch_size * self.n_critic
         picked = self.x[self._order[index * per_round : (index + 1) * per_round]]
         # Sample i of critic update k is picked[k * batch_size + i]: consecutive minibatches.
-        return np.swapaxes(picked.reshape((self.n_critic, self.batch_size) + self.x.shape[1:]), 0, 1)
+        return np.swapaxes(picked.reshape((self.n_critic, self.batch_size, *self.x.shape[1:])), 0, 1)
 
     def on_epoch_end(self) -> None:
         self._order = self._new_order()
 
 
-def group_minibatches(batches: Iterable, n_critic: int) -> Iterator:
-    """Stack every ``n_critic`` consecutive minibatches ``(batch, ...)`` into a round ``(batch, n_critic, ...)``.
+def group_minibatches(batches: Iterable, n_critic: int) -> Iterator[tuple]:
+    """Stack ``n_critic`` consecutive minibatches ``(batch, ...)`` into rounds ``(batch, n_critic, ...)``.
 
-    ``batches`` is re-iterated when it runs out (a `DataLoader` or `tf.data.Dataset` starts a new epoch);
-    an incomplete round at the end of a pass is dropped. Minibatches may be arrays or tuples of arrays.
+    ``batches`` is re-iterated when a pass ends (a `DataLoader` or `tf.data.Dataset` starts a new epoch);
+    an incomplete round at the end of a pass is dropped. Minibatches may be arrays or tuples of arrays;
+    rounds are tuples, as Keras expects from a generator.
     """
     while True:
-        passed = 0
-        iterator = iter(batches.as_numpy_iterator() if hasattr(batches, "as_numpy_iterator") else batches)
-        for group in iter(lambda: list(itertools.islice(iterator, n_critic)), []):
-            if len(group) < n_critic:
-                break
-            passed += 1
-            yield tree.map_structure(lambda *parts: np.stack([np.asarray(p) for p in parts], axis=1), *group)
-        if passed == 0:
+        source = batches.as_numpy_iterator() if hasattr(batches, "as_numpy_iterator") else batches
+        group, rounds = [], 0
+        for batch in source:
+            group.append(tuple(batch) if isinstance(batch, (tuple, list)) else (batch,))
+            if len(group) == n_critic:
+                yield tuple(np.stack([np.asarray(b[i]) for b in group], axis=1) for i in range(len(group[0])))
+                group, rounds = [], rounds + 1
+        if rounds == 0:
             raise ValueError(
-                f"The data yielded fewer than n_critic = {n_critic} minibatches in a whole pass; "
-                "a training step needs n_critic of them."
+                f"The data ran out: a pass over it gave fewer than n_critic = {n_critic} minibatches, "
+                "and each training step needs n_critic of them."
             )
 
 
@@ -106,3 +105,49 @@ def critic_rounds(x, *, batch_size: int | None, n_critic: int, shuffle: bool = T
     except TypeError:  # a generator, or a dataset of unknown or infinite cardinality
         steps = None
     return group_minibatches(x, n_critic), steps
+
+
+# -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------
+
+TOY_DATASETS = ("gaussians8", "gaussians25", "swissroll")
+
+
+def toy_centres(name: str) -> np.ndarray:
+    """Mode centres of a toy distribution, in its scaled units, shape ``(n_modes, 2)``."""
+    if name == "gaussians8":
+        s = 1.0 / np.sqrt(2.0)
+        centres = 2.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
+        return centres / 1.414
+    if name == "gaussians25":
+        return np.array([(2.0 * i, 2.0 * j) for i in range(-2, 3) for j in range(-2, 3)]) / 2.828
+    raise ValueError(
+        f"{name!r} has no discrete modes; the toy datasets with modes are gaussians8, gaussians25."
+    )
+
+
+def toy_noise_std(name: str) -> float:
+    """Standard deviation of each mode after scaling (σ of the quality metrics)."""
+    return {"gaussians8": 0.02 / 1.414, "gaussians25": 0.05 / 2.828}[name]
+
+
+def toy_samples(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points of a toy distribution, float32 ``(n, 2)``, exactly as ``gan_toy.py`` builds them."""
+    if name == "swissroll":
+        from sklearn.datasets import make_swiss_roll
+
+        points = make_swiss_roll(n_samples=n, noise=0.25, random_state=int(rng.integers(2**31)))[0]
+        return (points[:, [0, 2]] / 7.5).astype("float32")
+    if name not in ("gaussians8", "gaussians25"):
+        raise ValueError(f"Unknown toy dataset {name!r}; choose one of {', '.join(TOY_DATASETS)}.")
+    scale = {"gaussians8": 1.414, "gaussians25": 2.828}[name]
+    raw_std = {"gaussians8": 0.02, "gaussians25": 0.05}[name]
+    centres = toy_centres(name) * scale
+    points = centres[rng.integers(len(centres), size=n)] + raw_std * rng.standard_normal((n, 2))
+    return (points / scale).astype("float32")
+
+
+def toy_minibatches(name: str, batch_size: int, seed=None) -> Iterator[np.ndarray]:
+    """An endless stream of fresh minibatches ``(batch_size, 2)`` of a toy distribution."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield toy_samples(name, batch_size, rng)

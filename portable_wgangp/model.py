@@ -109,7 +109,9 @@ class WGANGP(keras.Model):
         self.latent_dim = _check_positive_int("latent_dim", latent_dim)
         self.n_critic = _check_positive_int("n_critic", n_critic)
         if gp_weight < 0 or drift_weight < 0:
-            raise ValueError(f"gp_weight and drift_weight must be >= 0, got {gp_weight!r} and {drift_weight!r}.")
+            raise ValueError(
+                f"gp_weight and drift_weight must be >= 0, got {gp_weight!r} and {drift_weight!r}."
+            )
         if penalty_target <= 0:
             raise ValueError(f"penalty_target must be > 0, got {penalty_target!r}.")
         self.gp_weight = float(gp_weight)
@@ -126,7 +128,7 @@ class WGANGP(keras.Model):
         self._build_networks()
 
     def _build_networks(self) -> None:
-        """Build both networks on one latent vector and check that the critic accepts the generator's output."""
+        """Build both networks on one latent vector; check that the critic accepts the generator's output."""
         fake = self.generator(ops.zeros((1, self.latent_dim)))
         try:
             self.critic(fake)
@@ -170,14 +172,16 @@ class WGANGP(keras.Model):
         non-finite logged value stops training with `FloatingPointError` (see `NonFiniteGuard`).
         """
         if not self.compiled:
-            raise RuntimeError("Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers.")
+            raise RuntimeError(
+                "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
+            )
         rounds, steps = data.critic_rounds(
             x, batch_size=batch_size, n_critic=self.n_critic, shuffle=shuffle, seed=self.seed
         )
         if kwargs.get("steps_per_epoch") is None:
             kwargs["steps_per_epoch"] = steps
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
-        return super().fit(rounds, epochs=epochs, **kwargs)
+        return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
     def train_step(self, *args):
         """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
@@ -285,6 +289,4 @@ class WGANGP(keras.Model):
         }
 
     def compile_from_config(self, config: dict) -> None:
-        self.compile(
-            **{name: keras.saving.deserialize_keras_object(value) for name, value in config.items()}
-        )
+        self.compile(**{name: keras.saving.deserialize_keras_object(value) for name, value in config.items()})

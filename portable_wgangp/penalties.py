@@ -7,7 +7,7 @@ comes from :func:`portable_wgangp.backend.input_gradient`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import ops
@@ -88,7 +88,9 @@ def gradient_penalty(
     check_mode(mode)
     if fake is None:
         if mode != "zero_centered":
-            raise ValueError(f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'.")
+            raise ValueError(
+                f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'."
+            )
         points = ops.cast(real, "float32")
     else:
         if tuple(real.shape) != tuple(fake.shape):

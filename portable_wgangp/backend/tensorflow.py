@@ -3,9 +3,8 @@
 import tensorflow as tf
 
 
-
 def input_gradient(fn, x):
-    """∇ₓ Σ fn(x) through a tape that watches ``x``; an enclosing tape records it, so it differentiates again."""
+    """∇ₓ Σ fn(x) by a tape that watches ``x``; an enclosing tape records it, so it differentiates again."""
     x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
