@@ -1,6 +1,6 @@
 """portable-wgangp: WGAN-GP from one model code on the TensorFlow, JAX and PyTorch backends of Keras 3."""
 
-from portable_wgangp import losses, penalties
+from portable_wgangp import data, losses, nets, penalties
 from portable_wgangp.backend import input_gradient
 from portable_wgangp.model import WGANGP
 from portable_wgangp.penalties import gradient_penalty
