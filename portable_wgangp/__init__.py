@@ -7,4 +7,13 @@ from portable_wgangp.penalties import gradient_penalty
 
 __version__ = "0.1.0"
 
-__all__ = ["WGANGP", "__version__", "gradient_penalty", "input_gradient", "losses", "penalties"]
+__all__ = [
+    "WGANGP",
+    "__version__",
+    "data",
+    "gradient_penalty",
+    "input_gradient",
+    "losses",
+    "nets",
+    "penalties",
+]
