@@ -2,6 +2,7 @@
 
 from portable_wgangp import data, losses, nets, penalties
 from portable_wgangp.backend import input_gradient
+from portable_wgangp.distribution import Distribution, distribute
 from portable_wgangp.model import WGANGP
 from portable_wgangp.penalties import gradient_penalty
 
@@ -9,8 +10,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "WGANGP",
+    "Distribution",
     "__version__",
     "data",
+    "distribute",
     "gradient_penalty",
     "input_gradient",
     "losses",

@@ -65,7 +65,7 @@ class ArrayRounds(keras.utils.PyDataset):
         self._order = self._new_order()
 
 
-def group_minibatches(batches: Iterable, n_critic: int) -> Iterator[tuple]:
+def group_minibatches(batches: Iterable, n_critic: int, num_replicas: int = 1) -> Iterator[tuple]:
     """Stack ``n_critic`` consecutive minibatches ``(batch, ...)`` into rounds ``(batch, n_critic, ...)``.
 
     ``batches`` is re-iterated when a pass ends (a `DataLoader` or `tf.data.Dataset` starts a new epoch);
@@ -77,6 +77,7 @@ def group_minibatches(batches: Iterable, n_critic: int) -> Iterator[tuple]:
         group, rounds = [], 0
         for batch in source:
             group.append(tuple(batch) if isinstance(batch, (tuple, list)) else (batch,))
+            check_divisible(len(group[-1][0]), num_replicas)
             if len(group) == n_critic:
                 yield tuple(np.stack([np.asarray(b[i]) for b in group], axis=1) for i in range(len(group[0])))
                 group, rounds = [], rounds + 1
@@ -87,15 +88,29 @@ def group_minibatches(batches: Iterable, n_critic: int) -> Iterator[tuple]:
             )
 
 
-def critic_rounds(x, *, batch_size: int | None, n_critic: int, shuffle: bool = True, seed=None):
+def check_divisible(batch_size: int, num_replicas: int) -> None:
+    """A global batch must split evenly over the replicas (each replica's mean is then a fair share)."""
+    if batch_size % num_replicas:
+        raise ValueError(
+            f"The global batch size {batch_size} does not divide by the {num_replicas} replicas; "
+            f"use a multiple of {num_replicas}."
+        )
+
+
+def critic_rounds(
+    x, *, batch_size: int | None, n_critic: int, shuffle: bool = True, seed=None, num_replicas: int = 1
+):
     """``(rounds, steps_per_epoch)`` for `WGANGP.fit` from arrays or an iterable of minibatches.
 
     Arrays are split into minibatches of ``batch_size`` (default 64). An iterable of minibatches (tf.data,
     torch `DataLoader`, Python generator) keeps its own batch size; its steps per epoch are
-    ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``).
+    ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``). Batch sizes are
+    global and must divide by ``num_replicas``.
     """
     if _is_array(x):
-        return ArrayRounds(x, batch_size or DEFAULT_BATCH_SIZE, n_critic, shuffle=shuffle, seed=seed), None
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        check_divisible(batch_size, num_replicas)
+        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed), None
     if batch_size is not None:
         raise ValueError(
             "batch_size applies to array data only; an iterable of minibatches keeps its own batch size."
@@ -104,7 +119,7 @@ def critic_rounds(x, *, batch_size: int | None, n_critic: int, shuffle: bool = T
         steps = len(x) // n_critic
     except TypeError:  # a generator, or a dataset of unknown or infinite cardinality
         steps = None
-    return group_minibatches(x, n_critic), steps
+    return group_minibatches(x, n_critic, num_replicas), steps
 
 
 # -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from portable_wgangp import backend, data
+from portable_wgangp import backend, data, distribution
 from portable_wgangp.callbacks import NonFiniteGuard
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_penalty, uniform_epsilon
@@ -54,6 +54,12 @@ class OptimizerPair:
         model = self._model
         model.generator_optimizer.build(model.generator.trainable_variables)
         model.critic_optimizer.build(model.critic.trainable_variables)
+
+
+def _loss_scaled(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -157,6 +163,9 @@ class WGANGP(keras.Model):
         self.critic_optimizer = keras.optimizers.get(critic_optimizer) or default_optimizer()
         if self.generator_optimizer is self.critic_optimizer:
             raise ValueError("The generator and the critic need two distinct optimizer instances.")
+        if self.dtype_policy.name == "mixed_float16":  # float16 gradients underflow without loss scaling
+            self.generator_optimizer = _loss_scaled(self.generator_optimizer)
+            self.critic_optimizer = _loss_scaled(self.critic_optimizer)
         self.optimizer = OptimizerPair(self)
         self.optimizer.build()
 
@@ -176,8 +185,14 @@ class WGANGP(keras.Model):
                 "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
             )
         rounds, steps = data.critic_rounds(
-            x, batch_size=batch_size, n_critic=self.n_critic, shuffle=shuffle, seed=self.seed
+            x,
+            batch_size=batch_size,
+            n_critic=self.n_critic,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=distribution.num_replicas(),
         )
+        backend.synchronize(self.variables + self.optimizer.variables)
         if kwargs.get("steps_per_epoch") is None:
             kwargs["steps_per_epoch"] = steps
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
@@ -191,27 +206,46 @@ class WGANGP(keras.Model):
         """``n_critic`` critic updates, then one generator update; returns the step's logs.
 
         ``data``: real samples of shape ``(batch, n_critic, *sample_shape)`` (alone or as Keras's
-        ``(x,)`` tuple). Logged values are those of the last critic update and of the generator update.
+        ``(x,)`` tuple). Logged values are global-batch means: those of the last critic update and of
+        the generator update.
         """
         rounds, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        rounds = backend.local_data(rounds)
         for k in range(self.n_critic):
             logs = self.critic_update(rounds[:, k])
         logs["generator_loss"] = self.generator_update(ops.shape(rounds)[0])
-        return logs
+        return {name: backend.global_mean(value) for name, value in logs.items()}
 
     def latent_vectors(self, batch_size):
-        """z ~ N(0, I) of shape ``(batch_size, latent_dim)`` from the model's seed generator."""
+        """z ~ N(0, I) of shape ``(batch_size, latent_dim)`` for a GLOBAL batch of ``batch_size``.
+
+        Override to control the noise (tests do); each replica trains on its own slice of these rows.
+        """
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
     def interpolation_weights(self, batch_size):
-        """ε ~ U[0, 1] of shape ``(batch_size,)``, the weight of the real sample in each interpolate."""
+        """ε ~ U[0, 1] of shape ``(batch_size,)`` for a GLOBAL batch: the weight of each real sample."""
         return uniform_epsilon(batch_size, seed=self.seed_generator)
 
+    def _local_noise(self, draw, local_batch_size):
+        """This replica's rows of noise drawn for the global batch.
+
+        Every replica draws the same global noise (same seed state) and keeps its own consecutive rows,
+        so replicas never share noise and R replicas reproduce the single-device step exactly.
+        """
+        replicas = backend.num_replicas()
+        noise = draw(local_batch_size * replicas)
+        if replicas == 1:
+            return noise
+        start = (backend.replica_index() * local_batch_size,) + (0,) * (len(noise.shape) - 1)
+        return ops.slice(noise, start, (local_batch_size, *noise.shape[1:]))
+
     def critic_update(self, real) -> dict:
-        """One critic update on the real minibatch ``real`` of shape ``(batch, *sample_shape)``."""
+        """One critic update on this replica's real minibatch ``real`` of shape ``(batch, *sample_shape)``."""
         batch_size = ops.shape(real)[0]
-        fake = ops.stop_gradient(self.generator(self.latent_vectors(batch_size), training=True))
-        epsilon = self.interpolation_weights(batch_size)
+        z = self._local_noise(self.latent_vectors, batch_size)
+        fake = ops.stop_gradient(self.generator(z, training=True))
+        epsilon = self._local_noise(self.interpolation_weights, batch_size)
 
         def objective():
             real_scores = self.critic(real, training=True)
@@ -223,22 +257,23 @@ class WGANGP(keras.Model):
             loss = -estimate + self.gp_weight * penalty
             if self.drift_weight:
                 loss = loss + self.drift_weight * drift(real_scores)
-            return loss, (estimate, penalty)
+            return self.critic_optimizer.scale_loss(loss), (loss, estimate, penalty)
 
         variables = self.critic.trainable_variables
-        loss, (estimate, penalty), grads = backend.value_and_grad(objective, variables)
+        _, (loss, estimate, penalty), grads = backend.value_and_grad(objective, variables)
         self.critic_optimizer.apply(grads, variables)
         return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
 
     def generator_update(self, batch_size):
-        """One generator update on ``batch_size`` fresh latent vectors; returns the generator loss."""
-        z = self.latent_vectors(batch_size)
+        """One generator update on this replica's ``batch_size`` latent vectors; returns its loss."""
+        z = self._local_noise(self.latent_vectors, batch_size)
 
         def objective():
-            return generator_loss(self.critic(self.generator(z, training=True), training=True)), ()
+            loss = generator_loss(self.critic(self.generator(z, training=True), training=True))
+            return self.generator_optimizer.scale_loss(loss), loss
 
         variables = self.generator.trainable_variables
-        loss, _, grads = backend.value_and_grad(objective, variables)
+        _, loss, grads = backend.value_and_grad(objective, variables)
         self.generator_optimizer.apply(grads, variables)
         return loss
 

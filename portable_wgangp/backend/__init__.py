@@ -1,13 +1,21 @@
 """The only package that imports a framework: one module per Keras backend, chosen by `KERAS_BACKEND`.
 
-Each module provides the same three functions:
+Each module provides the same functions:
 
 - ``input_gradient(fn, x)``: ∇ₓ Σ fn(x), shape of ``x``, differentiable again w.r.t. the weights that
   ``fn`` reads (the double backward the gradient penalty needs).
 - ``value_and_grad(fn, variables)``: ``fn() -> (loss, aux)`` evaluated once; returns
   ``(loss, aux, grads)`` with one gradient per variable (zeros where ``loss`` does not depend on it).
+  Under data parallelism, the gradients that make the optimizer's update that of the global mean loss.
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
+
+and the replica view of a data-parallel step (one replica when the step sees global arrays):
+
+- ``num_replicas()``, ``replica_index()``: the replicas that each hold a local part of the global batch.
+- ``local_data(x)``: this replica's part of input data ``x`` (torch processes all receive the global batch).
+- ``global_mean(x)``: the mean of a per-replica value over the replicas.
+- ``synchronize(variables)``: make every replica start from the same values.
 """
 
 import keras
@@ -15,15 +23,33 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from portable_wgangp.backend.tensorflow import input_gradient, train_step, value_and_grad
+    from portable_wgangp.backend import tensorflow as _module
 elif _BACKEND == "jax":
-    from portable_wgangp.backend.jax import input_gradient, train_step, value_and_grad
+    from portable_wgangp.backend import jax as _module
 elif _BACKEND == "torch":
-    from portable_wgangp.backend.torch import input_gradient, train_step, value_and_grad
+    from portable_wgangp.backend import torch as _module
 else:
     raise ImportError(
         f"portable_wgangp supports the Keras backends tensorflow, jax and torch, not {_BACKEND!r}; "
         "set KERAS_BACKEND to one of them before importing keras."
     )
 
-__all__ = ["input_gradient", "train_step", "value_and_grad"]
+global_mean = _module.global_mean
+input_gradient = _module.input_gradient
+local_data = _module.local_data
+num_replicas = _module.num_replicas
+replica_index = _module.replica_index
+synchronize = _module.synchronize
+train_step = _module.train_step
+value_and_grad = _module.value_and_grad
+
+__all__ = [
+    "global_mean",
+    "input_gradient",
+    "local_data",
+    "num_replicas",
+    "replica_index",
+    "synchronize",
+    "train_step",
+    "value_and_grad",
+]

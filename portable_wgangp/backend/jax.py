@@ -5,6 +5,9 @@ non-trainable, optimizer, metrics variable values). The step itself is written o
 backends; here it runs inside a `StatelessScope` that maps every variable to its value in ``state``, so its
 reads see the traced values and its writes (optimizer updates, seed advances) are collected, not applied.
 ``model.optimizer`` is the model's pair of optimizers, so both optimizers' slots travel in that state.
+
+Under `keras.distribution.DataParallel` the step sees global arrays and jit inserts the collectives, so
+there is one replica as far as the step's code is concerned.
 """
 
 import jax
@@ -16,6 +19,28 @@ from keras.src.backend.common.stateless_scope import get_stateless_scope
 def input_gradient(fn, x):
     """∇ₓ Σ fn(x) by `jax.grad`; weights that ``fn`` reads are closed over, so it differentiates again."""
     return jax.grad(lambda points: jnp.sum(fn(points).astype(jnp.float32)))(jnp.asarray(x))
+
+
+def num_replicas() -> int:
+    """The step sees global arrays (jit shards them): one replica as far as its code is concerned."""
+    return 1
+
+
+def replica_index() -> int:
+    return 0
+
+
+def local_data(x):
+    return x
+
+
+def global_mean(x):
+    """Means over global arrays are global already."""
+    return x
+
+
+def synchronize(variables) -> None:
+    """Replicated variables are equal on every device: nothing to do."""
 
 
 def value_and_grad(fn, variables):

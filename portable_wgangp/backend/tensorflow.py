@@ -1,4 +1,9 @@
-"""TensorFlow glue: nested `tf.GradientTape`s; Keras's TF trainer already runs `train_step(data)`."""
+"""TensorFlow glue: nested `tf.GradientTape`s and `tf.distribute` replica contexts.
+
+Under a strategy Keras runs ``train_step`` once per replica on that replica's shard of the global batch,
+and the optimizer sums the replicas' gradients; each replica therefore scales its gradient of the local
+mean loss by 1/R, and all-reduces logged values to their global mean.
+"""
 
 import tensorflow as tf
 
@@ -12,12 +17,54 @@ def input_gradient(fn, x):
     return tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
+def _replica_context():
+    """The replica context of a step under a strategy, else None (also outside any strategy)."""
+    context = tf.distribute.get_replica_context()
+    return context if context is not None and context.num_replicas_in_sync > 1 else None
+
+
+def num_replicas() -> int:
+    """Replicas that each run the step on a local part of the global batch (1 without a strategy)."""
+    context = _replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_index():
+    """This replica's position in the global batch, 0 ≤ index < `num_replicas()`."""
+    context = _replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group
+
+
+def local_data(x):
+    """The strategy already hands each replica its shard: the data as it is."""
+    return x
+
+
+def global_mean(x):
+    """Mean of ``x`` over the replicas (each holds a mean over an equal shard: the global mean)."""
+    context = _replica_context()
+    return x if context is None else context.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+
+
 def value_and_grad(fn, variables):
-    """``fn() -> (loss, aux)`` under a tape; returns ``(loss, aux, grads)``."""
+    """``fn() -> (loss, aux)`` under a tape; returns ``(loss, aux, grads)``.
+
+    Gradients are divided by the number of replicas, so that the optimizer's sum over replicas gives the
+    gradient of the global mean loss.
+    """
     with tf.GradientTape() as tape:
         loss, aux = fn()
     grads = tape.gradient(loss, variables)
-    return loss, aux, [tf.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(variables, grads)]
+    scale = 1.0 / num_replicas()
+    return (
+        loss,
+        aux,
+        [tf.zeros(v.shape, v.dtype) if g is None else g * scale for v, g in zip(variables, grads)],
+    )
+
+
+def synchronize(variables) -> None:
+    """Mirrored variables start equal on every replica: nothing to do."""
 
 
 def train_step(model, step, data):

@@ -1,0 +1,218 @@
+"""`pw.distribute`: the one place that knows distribution strategies.
+
+A context manager that sets up data parallelism for the active Keras backend; build, compile and fit the
+model inside it. Batch sizes stay GLOBAL: every loss, penalty, gradient and logged metric is that of the
+global batch, whatever the number of replicas (see the backend modules for how each backend does it).
+
+| backend    | strategies                                  | replicas                                  |
+| ---------- | ------------------------------------------- | ----------------------------------------- |
+| tensorflow | ``tpu``, ``mirrored``, ``multi_worker``     | `tf.distribute` strategy, in its scope    |
+| jax        | ``data_parallel`` (TPU pods, multi-host)    | `keras.distribution.DataParallel`         |
+| torch      | ``ddp`` (processes started by ``torchrun``) | a `torch.distributed` process group       |
+
+Every backend also takes ``"auto"`` (TPU if present, else all local accelerators, else one device) and
+``"none"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+import keras
+
+from portable_wgangp import backend as backend_ops
+
+STRATEGIES = {
+    "tensorflow": ("auto", "none", "tpu", "mirrored", "multi_worker"),
+    "jax": ("auto", "none", "data_parallel"),
+    "torch": ("auto", "none", "ddp"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """What `distribute` yields: the strategy in force and its number of data-parallel replicas."""
+
+    strategy: str
+    num_replicas: int
+    backend: str
+    native: object = None  # the tf.distribute.Strategy or keras.distribution.DataParallel, if any
+
+
+def num_replicas() -> int:
+    """Data-parallel replicas of the run in force (1 when none), seen from outside the training step."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    if name == "jax":
+        layout = keras.distribution.distribution()
+        if layout is None:
+            return 1
+        mesh = layout.device_mesh
+        return mesh.shape[mesh.axis_names.index(layout.batch_dim_name)]
+    return backend_ops.num_replicas()
+
+
+@contextlib.contextmanager
+def distribute(
+    strategy: str = "auto",
+    devices: Sequence[str] | None = None,
+    *,
+    tpu: str | None = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> Iterator[Distribution]:
+    """Data parallelism for the active backend, for the duration of the ``with`` block.
+
+    Args:
+        strategy: one of `STRATEGIES` for the active backend.
+        devices: None (all) or device names: TF ``["/cpu:0", "/cpu:1"]`` (logical CPUs are created when
+            TF has not started yet), JAX ``["cpu:0", "cpu:1"]`` as `keras.distribution.list_devices` names
+            them.
+        tpu: TF ``"tpu"`` only: the TPU name or address (default: ``TPU_NAME``, else the local TPU VM).
+        coordinator_address, num_processes, process_id: JAX multi-host, passed to
+            `keras.distribution.initialize` (default: its ``KERAS_DISTRIBUTION_*`` environment variables).
+    """
+    name = keras.backend.backend()
+    choices = STRATEGIES[name]
+    if strategy not in choices:
+        raise ValueError(
+            f"Strategy {strategy!r} does not fit the {name} backend; choose one of {', '.join(choices)}."
+        )
+    if strategy == "auto":
+        strategy = _AUTO[name]()
+    if strategy == "none":
+        yield Distribution("none", 1, name)
+    elif name == "tensorflow":
+        with _tensorflow(strategy, devices, tpu) as distribution:
+            yield distribution
+    elif name == "jax":
+        with _jax(devices, coordinator_address, num_processes, process_id) as distribution:
+            yield distribution
+    else:
+        with _torch(devices) as distribution:
+            yield distribution
+
+
+# -- TensorFlow ---------------------------------------------------------------------------------------
+
+
+def _tpu_present() -> bool:
+    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")) or os.path.exists(
+        "/dev/accel0"
+    )
+
+
+def _auto_tensorflow() -> str:
+    import tensorflow as tf
+
+    if _tpu_present():
+        return "tpu"
+    return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none"
+
+
+def _ensure_logical_cpus(devices: Sequence[str]) -> None:
+    """Split the CPU into as many logical devices as ``devices`` names (``/cpu:3`` needs 4)."""
+    import tensorflow as tf
+
+    indices = [int(m.group(1)) for d in devices if (m := re.search(r"cpu:(\d+)$", d, re.IGNORECASE))]
+    needed = max(indices, default=0) + 1
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    existing = tf.config.get_logical_device_configuration(cpu)
+    if needed <= max(1, len(existing or ())):
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * needed)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{needed} logical CPUs are needed for devices {list(devices)}, but TensorFlow has already "
+            "started; enter pw.distribute(...) before running any TensorFlow operation."
+        ) from error
+
+
+@contextlib.contextmanager
+def _tensorflow(strategy: str, devices, tpu) -> Iterator[Distribution]:
+    import tensorflow as tf
+
+    if strategy == "mirrored":
+        if devices:
+            _ensure_logical_cpus(devices)
+        native = tf.distribute.MirroredStrategy(devices)
+    elif strategy == "multi_worker":
+        native = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=tpu or os.environ.get("TPU_NAME", "local")
+        )
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        native = tf.distribute.TPUStrategy(resolver)
+    with native.scope():
+        yield Distribution(strategy, native.num_replicas_in_sync, "tensorflow", native)
+
+
+# -- JAX ------------------------------------------------------------------------------------------------
+
+
+def _auto_jax() -> str:
+    import jax
+
+    accelerators = [d for d in jax.devices() if d.platform != "cpu"]
+    return "data_parallel" if len(accelerators) > 1 else "none"
+
+
+@contextlib.contextmanager
+def _jax(devices, coordinator_address, num_processes, process_id) -> Iterator[Distribution]:
+    if coordinator_address or num_processes or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        keras.distribution.initialize(coordinator_address, num_processes, process_id)
+    devices = list(devices or keras.distribution.list_devices())
+    native = keras.distribution.DataParallel(devices=devices)
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(native)
+    try:
+        yield Distribution("data_parallel", math.prod(native.device_mesh.shape), "jax", native)
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+# -- torch ---------------------------------------------------------------------------------------------
+
+
+def _auto_torch() -> str:
+    return "ddp" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
+
+
+@contextlib.contextmanager
+def _torch(devices) -> Iterator[Distribution]:
+    import torch
+    import torch.distributed as dist
+
+    if devices:
+        raise ValueError("Strategy 'ddp' takes no devices: each process uses its LOCAL_RANK's device.")
+    created = not dist.is_initialized()
+    if created:
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE") if v not in os.environ]
+        if missing:
+            raise ValueError(
+                f"Strategy 'ddp' needs the environment that torchrun sets ({', '.join(missing)} missing); "
+                "launch with `torchrun --nproc-per-node N your_script.py`."
+            )
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield Distribution("ddp", dist.get_world_size(), "torch")
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+_AUTO = {"tensorflow": _auto_tensorflow, "jax": _auto_jax, "torch": _auto_torch}
