@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import reference
 from conftest import assert_close, mlp_critic, tensor
+from gans import linear_gan
 
 import portable_wgangp as pw
 from portable_wgangp import backend
@@ -42,43 +43,6 @@ def test_penalty_and_weight_gradients_match_numpy(row):
     assert_close(value, row["penalty"])
     for grad, expected in zip(grads, row["weight_gradients"]):
         assert_close(grad, expected, rtol=1e-5, atol=2e-6)
-
-
-class FixedNoiseWGANGP(pw.WGANGP):
-    """Draws the given z and ε instead of random ones, so a step has a closed form."""
-
-    def __init__(self, *args, z, epsilon, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fixed_z = np.asarray(z, dtype="float32")
-        self.fixed_epsilon = np.asarray(epsilon, dtype="float32")
-
-    def latent_vectors(self, batch_size):
-        return keras.ops.convert_to_tensor(self.fixed_z)
-
-    def interpolation_weights(self, batch_size):
-        return keras.ops.convert_to_tensor(self.fixed_epsilon)
-
-
-def linear_gan(case, **kwargs):
-    generator = keras.Sequential([keras.Input((case["A"].shape[0],)), keras.layers.Dense(case["A"].shape[1])])
-    generator.set_weights([case["A"].astype("float32"), case["c"].astype("float32")])
-    critic = keras.Sequential([keras.Input((case["w"].shape[0],)), keras.layers.Dense(1)])
-    critic.set_weights([case["w"].reshape(-1, 1).astype("float32"), case["b"].astype("float32")])
-    gan = FixedNoiseWGANGP(
-        generator,
-        critic,
-        case["A"].shape[0],
-        n_critic=case["n_critic"],
-        gp_weight=case["gp_weight"],
-        z=case["z"],
-        epsilon=case["epsilon"],
-        **kwargs,
-    )
-    gan.compile(
-        generator_optimizer=keras.optimizers.SGD(case["lr"]),
-        critic_optimizer=keras.optimizers.SGD(case["lr"]),
-    )
-    return gan
 
 
 def test_full_step_matches_the_closed_form():

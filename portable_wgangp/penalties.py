@@ -49,6 +49,13 @@ def interpolate(real, fake, epsilon):
     return epsilon * real + (1.0 - epsilon) * fake
 
 
+def _compatible(shape_a, shape_b) -> bool:
+    """Equal shapes, where a dimension unknown at trace time (None) matches any size."""
+    return len(shape_a) == len(shape_b) and all(
+        a is None or b is None or a == b for a, b in zip(shape_a, shape_b)
+    )
+
+
 def uniform_epsilon(batch_size, seed=None):
     """Per-sample interpolation weights ε ~ U[0, 1], shape ``(batch,)``."""
     return keras.random.uniform((batch_size,), seed=seed)
@@ -93,7 +100,7 @@ def gradient_penalty(
             )
         points = ops.cast(real, "float32")
     else:
-        if tuple(real.shape) != tuple(fake.shape):
+        if not _compatible(real.shape, fake.shape):
             raise ValueError(
                 f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
                 f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."

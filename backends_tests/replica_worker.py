@@ -1,0 +1,81 @@
+"""One training run under a distribution strategy, for the replica-invariance tests (run as a subprocess).
+
+``python replica_worker.py CASE STRATEGY REPLICAS OUT.npz`` with CASE:
+
+- ``mlp``: a small MLP WGAN-GP from fixed initial weights on fixed data, SGD, random noise (model seed
+  fixed); saves the final weights and every step's logged metrics.
+- ``linear``: the closed-form step of `reference.linear_step` (fixed noise); saves weights and logs.
+
+Set KERAS_BACKEND (and, for torch, the torchrun variables) in the environment. The JAX device count must
+be forced before jax is imported, hence a separate process.
+"""
+
+import os
+import sys
+
+CASE, STRATEGY, REPLICAS, OUT = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if os.environ.get("KERAS_BACKEND") == "jax":
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import reference  # noqa: E402
+from gans import linear_gan  # noqa: E402
+
+import portable_wgangp as pw  # noqa: E402
+from portable_wgangp.nets import mlp  # noqa: E402
+
+GLOBAL_BATCH, N_CRITIC, STEPS, LATENT = 8, 2, 3, 3
+
+
+def devices(count):
+    if keras.backend.backend() == "tensorflow":
+        return [f"/cpu:{i}" for i in range(count)]
+    if keras.backend.backend() == "jax":
+        return keras.distribution.list_devices()[:count]
+    return None
+
+
+def mlp_run():
+    """``(gan, x)``: fixed initial weights and data, SGD; built inside the distribution."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(GLOBAL_BATCH * N_CRITIC * STEPS, 2)) * 0.3 + [1.0, -0.5]).astype("float32")
+    generator, critic = mlp(LATENT, 2, width=16, depth=2), mlp(2, 1, width=16, depth=2)
+    for net in (generator, critic):  # the same initial weights whatever the strategy
+        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.4 for w in net.get_weights()])
+    gan = pw.WGANGP(generator, critic, LATENT, n_critic=N_CRITIC, gp_weight=1.0, seed=7)
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
+    return gan, x, GLOBAL_BATCH
+
+
+def linear_run():
+    case = reference.linear_step_case()
+    rounds = case["rounds"].astype("float32")
+    x = np.swapaxes(rounds, 0, 1).reshape(-1, rounds.shape[-1])  # minibatch k = rounds[:, k]
+    return linear_gan(case), x, rounds.shape[0]
+
+
+def main():
+    strategy_devices = devices(REPLICAS) if STRATEGY in ("mirrored", "data_parallel") else None
+    with pw.distribute(STRATEGY, strategy_devices) as dist:
+        assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
+        gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run}[CASE]()
+        history = []
+
+        class Record(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                history.append({k: float(v) for k, v in logs.items()})
+
+        gan.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
+        names = sorted(history[0])
+        weights = gan.generator.get_weights() + gan.critic.get_weights()
+        np.savez(
+            OUT,
+            names=np.array(names),
+            logs=np.array([[step[k] for k in names] for step in history]),
+            **{f"w{i}": w for i, w in enumerate(weights)},
+        )
+
+
+if __name__ == "__main__":
+    main()

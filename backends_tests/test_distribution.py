@@ -1,0 +1,124 @@
+"""Replica-count invariance (DESIGN invariant 5) and the distribution adapter's errors.
+
+Each run is a subprocess (`replica_worker.py`): JAX's host device count and TensorFlow's logical CPUs must
+be set before the framework starts, and torch's process group needs one process per replica. Every run
+with R replicas must reproduce the single-device run of the same global batch: final weights and every
+logged metric, to 1e-5 relative. The `mlp` case uses random noise, so this also proves that replicas
+draw different noise (else the global batch would differ) and that logged values are global means.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import reference
+from conftest import BACKEND
+
+import portable_wgangp as pw
+import portable_wgangp.distribution
+from portable_wgangp import data
+
+HERE = pathlib.Path(__file__).parent
+CONFIGURATIONS = {
+    "tensorflow": [("mirrored", 2), ("mirrored", 4)],
+    "jax": [("data_parallel", 1), ("data_parallel", 2), ("data_parallel", 4)],
+    "torch": [("ddp", 2), ("ddp", 4)],
+}[BACKEND]
+TIMEOUT = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_worker(case: str, strategy: str, replicas: int, folder: pathlib.Path) -> list[dict]:
+    """Run the worker (one process per replica for ddp); the saved arrays of each process."""
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": BACKEND,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
+    }
+    processes = 1
+    if strategy == "ddp":
+        processes = replicas
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(replicas))
+    outputs, running = [], []
+    for rank in range(processes):
+        out = folder / f"{case}-{strategy}-{replicas}-{rank}.npz"
+        outputs.append(out)
+        rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} if strategy == "ddp" else env
+        command = [sys.executable, str(HERE / "replica_worker.py"), case, strategy, str(replicas), str(out)]
+        running.append(
+            subprocess.Popen(command, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    for process in running:
+        output = process.communicate(timeout=TIMEOUT)[0].decode(errors="replace")
+        assert process.returncode == 0, output[-3000:]
+    return [dict(np.load(out)) for out in outputs]
+
+
+@pytest.fixture(scope="module")
+def single_device(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("single")
+    return {case: run_worker(case, "none", 1, folder)[0] for case in ("mlp", "linear")}
+
+
+def assert_same_run(run: dict, expected: dict) -> None:
+    assert list(run["names"]) == list(expected["names"])
+    np.testing.assert_allclose(run["logs"], expected["logs"], rtol=1e-5, atol=1e-6)
+    for key in expected:
+        if key.startswith("w"):
+            np.testing.assert_allclose(run[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("case", ["mlp", "linear"])
+@pytest.mark.parametrize(("strategy", "replicas"), CONFIGURATIONS, ids=lambda v: str(v))
+def test_replicas_reproduce_the_single_device_run(case, strategy, replicas, single_device, tmp_path):
+    for run in run_worker(case, strategy, replicas, tmp_path):  # every ddp rank holds the same model
+        assert_same_run(run, single_device[case])
+
+
+def test_single_device_linear_run_is_the_closed_form(single_device):
+    expected = json.loads(reference.VALUES.read_text())["linear_step"]
+    run = single_device["linear"]
+    np.testing.assert_allclose(run["w0"], expected["A"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run["w2"][:, 0], expected["w"], rtol=1e-5, atol=1e-6)
+    logs = dict(zip(run["names"], run["logs"][0]))
+    for name, value in expected["logs"].items():
+        assert logs[name] == pytest.approx(value, rel=1e-5)
+
+
+def test_unknown_strategy_names_the_backend_and_the_choices():
+    with pytest.raises(
+        ValueError, match=rf"'horovod' does not fit the {BACKEND} backend; choose one of auto"
+    ):
+        with pw.distribute("horovod"):
+            pass
+
+
+def test_strategy_of_another_backend_is_refused():
+    foreign = {"tensorflow": "ddp", "jax": "mirrored", "torch": "data_parallel"}[BACKEND]
+    with pytest.raises(ValueError, match=rf"does not fit the {BACKEND} backend"):
+        with pw.distribute(foreign):
+            pass
+
+
+def test_none_strategy_has_one_replica():
+    with pw.distribute("none") as dist:
+        assert dist.num_replicas == 1
+        assert pw.distribution.num_replicas() == 1
+
+
+def test_global_batch_must_divide_by_the_replicas():
+    x = np.zeros((64, 2), dtype="float32")
+    with pytest.raises(ValueError, match="global batch size 6 does not divide by the 4 replicas"):
+        data.critic_rounds(x, batch_size=6, n_critic=1, num_replicas=4)
+    with pytest.raises(ValueError, match="global batch size 6 does not divide by the 4 replicas"):
+        next(data.critic_rounds(iter([x[:6]] * 2), batch_size=None, n_critic=1, num_replicas=4)[0])
