@@ -25,7 +25,7 @@ from portable_wgangp import data
 
 HERE = pathlib.Path(__file__).parent
 CONFIGURATIONS = {
-    "tensorflow": [("mirrored", 2), ("mirrored", 4)],
+    "tensorflow": [("mirrored", 2), ("mirrored", 4), ("multi_worker", 2)],
     "jax": [("data_parallel", 1), ("data_parallel", 2), ("data_parallel", 4)],
     "torch": [("ddp", 2), ("ddp", 4)],
 }[BACKEND]
@@ -38,26 +38,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_worker(case: str, strategy: str, replicas: int, folder: pathlib.Path) -> list[dict]:
-    """Run the worker (one process per replica for ddp); the saved arrays of each process."""
+def process_environments(strategy: str, replicas: int) -> list[dict]:
+    """One environment per process: torchrun's variables for ddp, TF_CONFIG for multi_worker."""
     env = {
         **os.environ,
         "KERAS_BACKEND": BACKEND,
         "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
     }
-    processes = 1
     if strategy == "ddp":
-        processes = replicas
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(replicas))
+        return [{**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(replicas)]
+    if strategy == "multi_worker":
+        cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(replicas)]}
+        return [
+            {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+            for i in range(replicas)
+        ]
+    return [env]
+
+
+def run_worker(case: str, strategy: str, replicas: int, folder: pathlib.Path) -> list[dict]:
+    """Run the worker (one process per replica for ddp and multi_worker); each process's saved arrays."""
     outputs, running = [], []
-    for rank in range(processes):
+    for rank, env in enumerate(process_environments(strategy, replicas)):
         out = folder / f"{case}-{strategy}-{replicas}-{rank}.npz"
         outputs.append(out)
-        rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} if strategy == "ddp" else env
         command = [sys.executable, str(HERE / "replica_worker.py"), case, strategy, str(replicas), str(out)]
-        running.append(
-            subprocess.Popen(command, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        )
+        running.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     for process in running:
         output = process.communicate(timeout=TIMEOUT)[0].decode(errors="replace")
         assert process.returncode == 0, output[-3000:]

@@ -198,6 +198,12 @@ class WGANGP(keras.Model):
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras's TF trainer hook: nothing to build from data (the networks are built at construction,
+        the optimizers at compile), so no batch is pulled and reduced (which MultiWorkerMirroredStrategy
+        cannot do with Keras 3.15)."""
+        self._symbolic_build(data_batch=data_batch)
+
     def train_step(self, *args):
         """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
         return backend.train_step(self, self.train_round, *args)

@@ -68,5 +68,16 @@ def synchronize(variables) -> None:
 
 
 def train_step(model, step, data):
-    """Keras's TF trainer calls ``train_step(data)`` inside its `tf.function`: run the step as it is."""
-    return step(data)
+    """Keras's TF trainer calls ``train_step(data)`` inside its `tf.function`: run the step as it is.
+
+    Across workers, Keras 3.15 reduces logs with ``strategy.reduce(MEAN, value, axis=0)``, which needs a
+    batch axis: there each (already global) logged scalar travels as a vector of one element.
+    """
+    logs = step(data)
+    strategy = tf.distribute.get_strategy()
+    if (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    ):
+        logs = {name: tf.reshape(value, (1,)) for name, value in logs.items()}
+    return logs
