@@ -15,7 +15,9 @@ import sys
 
 CASE, STRATEGY, REPLICAS, OUT = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if os.environ.get("KERAS_BACKEND") == "jax":
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={os.environ.get('JAX_DEVICES_PER_PROCESS', 4)}"
+    )
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,7 +58,10 @@ def linear_run():
 
 
 def main():
-    strategy_devices = devices(REPLICAS) if STRATEGY in ("mirrored", "data_parallel") else None
+    multi_process = "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ  # all global devices, found after start
+    strategy_devices = (
+        devices(REPLICAS) if STRATEGY in ("mirrored", "data_parallel") and not multi_process else None
+    )
     with pw.distribute(STRATEGY, strategy_devices) as dist:
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
         gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run}[CASE]()

@@ -24,10 +24,16 @@ import portable_wgangp.distribution
 from portable_wgangp import data
 
 HERE = pathlib.Path(__file__).parent
+# (strategy, replicas, processes)
 CONFIGURATIONS = {
-    "tensorflow": [("mirrored", 2), ("mirrored", 4), ("multi_worker", 2)],
-    "jax": [("data_parallel", 1), ("data_parallel", 2), ("data_parallel", 4)],
-    "torch": [("ddp", 2), ("ddp", 4)],
+    "tensorflow": [("mirrored", 2, 1), ("mirrored", 4, 1), ("multi_worker", 2, 2)],
+    "jax": [
+        ("data_parallel", 1, 1),
+        ("data_parallel", 2, 1),
+        ("data_parallel", 4, 1),
+        ("data_parallel", 2, 2),
+    ],
+    "torch": [("ddp", 2, 2), ("ddp", 4, 4)],
 }[BACKEND]
 TIMEOUT = 300
 
@@ -38,13 +44,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_environments(strategy: str, replicas: int) -> list[dict]:
-    """One environment per process: torchrun's variables for ddp, TF_CONFIG for multi_worker."""
+def process_environments(strategy: str, replicas: int, processes: int) -> list[dict]:
+    """One environment per process: torchrun's for ddp, TF_CONFIG for multi_worker, Keras's for JAX."""
     env = {
         **os.environ,
         "KERAS_BACKEND": BACKEND,
         "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
     }
+    if strategy == "data_parallel" and processes > 1:
+        env.update(
+            KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{_free_port()}",
+            KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
+            JAX_DEVICES_PER_PROCESS=str(replicas // processes),
+        )
+        return [{**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)} for i in range(processes)]
     if strategy == "ddp":
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(replicas))
         return [{**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(replicas)]
@@ -57,11 +70,11 @@ def process_environments(strategy: str, replicas: int) -> list[dict]:
     return [env]
 
 
-def run_worker(case: str, strategy: str, replicas: int, folder: pathlib.Path) -> list[dict]:
-    """Run the worker (one process per replica for ddp and multi_worker); each process's saved arrays."""
+def run_worker(case: str, strategy: str, replicas: int, processes: int, folder: pathlib.Path) -> list[dict]:
+    """Run the worker in ``processes`` processes; each process's saved arrays."""
     outputs, running = [], []
-    for rank, env in enumerate(process_environments(strategy, replicas)):
-        out = folder / f"{case}-{strategy}-{replicas}-{rank}.npz"
+    for rank, env in enumerate(process_environments(strategy, replicas, processes)):
+        out = folder / f"{case}-{strategy}-{replicas}-{processes}-{rank}.npz"
         outputs.append(out)
         command = [sys.executable, str(HERE / "replica_worker.py"), case, strategy, str(replicas), str(out)]
         running.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -74,7 +87,7 @@ def run_worker(case: str, strategy: str, replicas: int, folder: pathlib.Path) ->
 @pytest.fixture(scope="module")
 def single_device(tmp_path_factory):
     folder = tmp_path_factory.mktemp("single")
-    return {case: run_worker(case, "none", 1, folder)[0] for case in ("mlp", "linear")}
+    return {case: run_worker(case, "none", 1, 1, folder)[0] for case in ("mlp", "linear")}
 
 
 def assert_same_run(run: dict, expected: dict) -> None:
@@ -86,9 +99,11 @@ def assert_same_run(run: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("case", ["mlp", "linear"])
-@pytest.mark.parametrize(("strategy", "replicas"), CONFIGURATIONS, ids=lambda v: str(v))
-def test_replicas_reproduce_the_single_device_run(case, strategy, replicas, single_device, tmp_path):
-    for run in run_worker(case, strategy, replicas, tmp_path):  # every ddp rank holds the same model
+@pytest.mark.parametrize(("strategy", "replicas", "processes"), CONFIGURATIONS, ids=lambda v: str(v))
+def test_replicas_reproduce_the_single_device_run(
+    case, strategy, replicas, processes, single_device, tmp_path
+):
+    for run in run_worker(case, strategy, replicas, processes, tmp_path):  # every process, the same model
         assert_same_run(run, single_device[case])
 
 

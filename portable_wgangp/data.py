@@ -19,6 +19,14 @@ def _is_array(x) -> bool:
     return isinstance(x, list) or (hasattr(x, "__array__") and hasattr(x, "shape"))
 
 
+def process_share(rounds, shard: tuple[int, int]):
+    """Rows ``[index * b / count, (index + 1) * b / count)`` of each array of a round of global batch b."""
+    index, count = shard
+    if count == 1:
+        return rounds
+    return tuple(r[index * (len(r) // count) : (index + 1) * (len(r) // count)] for r in rounds)
+
+
 def as_float_array(x) -> np.ndarray:
     """Samples as a float32 numpy array; raises a ValueError for non-numeric data."""
     x = np.asarray(x)
@@ -34,8 +42,11 @@ class ArrayRounds(keras.utils.PyDataset):
     epoch to epoch when ``shuffle`` is on.
     """
 
-    def __init__(self, x: np.ndarray, batch_size: int, n_critic: int, shuffle: bool = True, seed=None):
+    def __init__(
+        self, x: np.ndarray, batch_size: int, n_critic: int, shuffle: bool = True, seed=None, shard=(0, 1)
+    ):
         super().__init__()
+        self.shard = shard
         self.x = as_float_array(x)
         self.batch_size = batch_size
         self.n_critic = n_critic
@@ -55,17 +66,20 @@ class ArrayRounds(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self.x) // (self.batch_size * self.n_critic)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> tuple:
         per_round = self.batch_size * self.n_critic
         picked = self.x[self._order[index * per_round : (index + 1) * per_round]]
         # Sample i of critic update k is picked[k * batch_size + i]: consecutive minibatches.
-        return np.swapaxes(picked.reshape((self.n_critic, self.batch_size, *self.x.shape[1:])), 0, 1)
+        rounds = np.swapaxes(picked.reshape((self.n_critic, self.batch_size, *self.x.shape[1:])), 0, 1)
+        return process_share((rounds,), self.shard)
 
     def on_epoch_end(self) -> None:
         self._order = self._new_order()
 
 
-def group_minibatches(batches: Iterable, n_critic: int, num_replicas: int = 1) -> Iterator[tuple]:
+def group_minibatches(
+    batches: Iterable, n_critic: int, num_replicas: int = 1, shard=(0, 1)
+) -> Iterator[tuple]:
     """Stack ``n_critic`` consecutive minibatches ``(batch, ...)`` into rounds ``(batch, n_critic, ...)``.
 
     ``batches`` is re-iterated when a pass ends (a `DataLoader` or `tf.data.Dataset` starts a new epoch);
@@ -79,7 +93,10 @@ def group_minibatches(batches: Iterable, n_critic: int, num_replicas: int = 1) -
             group.append(tuple(batch) if isinstance(batch, (tuple, list)) else (batch,))
             check_divisible(len(group[-1][0]), num_replicas)
             if len(group) == n_critic:
-                yield tuple(np.stack([np.asarray(b[i]) for b in group], axis=1) for i in range(len(group[0])))
+                stacked = tuple(
+                    np.stack([np.asarray(b[i]) for b in group], axis=1) for i in range(len(group[0]))
+                )
+                yield process_share(stacked, shard)
                 group, rounds = [], rounds + 1
         if rounds == 0:
             raise ValueError(
@@ -98,19 +115,27 @@ def check_divisible(batch_size: int, num_replicas: int) -> None:
 
 
 def critic_rounds(
-    x, *, batch_size: int | None, n_critic: int, shuffle: bool = True, seed=None, num_replicas: int = 1
+    x,
+    *,
+    batch_size: int | None,
+    n_critic: int,
+    shuffle: bool = True,
+    seed=None,
+    num_replicas: int = 1,
+    shard: tuple[int, int] = (0, 1),
 ):
     """``(rounds, steps_per_epoch)`` for `WGANGP.fit` from arrays or an iterable of minibatches.
 
     Arrays are split into minibatches of ``batch_size`` (default 64). An iterable of minibatches (tf.data,
     torch `DataLoader`, Python generator) keeps its own batch size; its steps per epoch are
     ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``). Batch sizes are
-    global and must divide by ``num_replicas``.
+    global and must divide by ``num_replicas``; this process feeds the share ``shard = (index, count)``
+    of each round (see `portable_wgangp.distribution.input_shard`).
     """
     if _is_array(x):
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_divisible(batch_size, num_replicas)
-        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed), None
+        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard), None
     if batch_size is not None:
         raise ValueError(
             "batch_size applies to array data only; an iterable of minibatches keeps its own batch size."
@@ -119,7 +144,7 @@ def critic_rounds(
         steps = len(x) // n_critic
     except TypeError:  # a generator, or a dataset of unknown or infinite cardinality
         steps = None
-    return group_minibatches(x, n_critic, num_replicas), steps
+    return group_minibatches(x, n_critic, num_replicas, shard), steps
 
 
 # -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------

@@ -60,6 +60,19 @@ def num_replicas() -> int:
     return backend_ops.num_replicas()
 
 
+def input_shard() -> tuple[int, int]:
+    """``(index, count)``: the consecutive share of every global batch that this process must feed.
+
+    JAX across processes assembles global arrays from each process's share; TF strategies split the
+    global batch themselves, and torch processes all receive it (the step takes its rank's share).
+    """
+    if keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
+
+
 @contextlib.contextmanager
 def distribute(
     strategy: str = "auto",
@@ -172,9 +185,13 @@ def _auto_jax() -> str:
 @contextlib.contextmanager
 def _jax(devices, coordinator_address, num_processes, process_id) -> Iterator[Distribution]:
     if coordinator_address or num_processes or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; accelerators ignore it
         keras.distribution.initialize(coordinator_address, num_processes, process_id)
     devices = list(devices or keras.distribution.list_devices())
     native = keras.distribution.DataParallel(devices=devices)
+    native.auto_shard_dataset = False  # WGANGP.fit feeds each process its share (see input_shard)
     previous = keras.distribution.distribution()
     keras.distribution.set_distribution(native)
     try:

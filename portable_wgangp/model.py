@@ -191,6 +191,7 @@ class WGANGP(keras.Model):
             shuffle=shuffle,
             seed=self.seed,
             num_replicas=distribution.num_replicas(),
+            shard=distribution.input_shard(),
         )
         backend.synchronize(self.variables + self.optimizer.variables)
         if kwargs.get("steps_per_epoch") is None:
