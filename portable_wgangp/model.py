@@ -268,7 +268,7 @@ class WGANGP(keras.Model):
 
         variables = self.critic.trainable_variables
         _, (loss, estimate, penalty), grads = backend.value_and_grad(objective, variables)
-        self.critic_optimizer.apply(grads, variables)
+        backend.apply_gradients(self.critic_optimizer, grads, variables)
         return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
 
     def generator_update(self, batch_size):
@@ -281,20 +281,20 @@ class WGANGP(keras.Model):
 
         variables = self.generator.trainable_variables
         _, loss, grads = backend.value_and_grad(objective, variables)
-        self.generator_optimizer.apply(grads, variables)
+        backend.apply_gradients(self.generator_optimizer, grads, variables)
         return loss
 
     # -- sampling ---------------------------------------------------------------------------------
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 1024) -> np.ndarray:
-        """``n`` generator outputs as a numpy array, from z ~ N(0, I) drawn by numpy with ``seed``.
+        """``n`` generator outputs as a float32 numpy array, from z ~ N(0, I) drawn by numpy with ``seed``.
 
         The latent vectors come from numpy, so the same weights and seed give the same samples on
         every backend.
         """
         z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
         chunks = [
-            ops.convert_to_numpy(self.generator(z[i : i + batch_size], training=False))
+            ops.convert_to_numpy(ops.cast(self.generator(z[i : i + batch_size], training=False), "float32"))
             for i in range(0, n, batch_size)
         ]
         return np.concatenate(chunks, axis=0)

@@ -7,6 +7,7 @@ Each module provides the same functions:
 - ``value_and_grad(fn, variables)``: ``fn() -> (loss, aux)`` evaluated once; returns
   ``(loss, aux, grads)`` with one gradient per variable (zeros where ``loss`` does not depend on it).
   Under data parallelism, the gradients that make the optimizer's update that of the global mean loss.
+- ``apply_gradients(optimizer, grads, variables)``: the optimizer's update, inside or outside a step.
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
 
@@ -34,6 +35,7 @@ else:
         "set KERAS_BACKEND to one of them before importing keras."
     )
 
+apply_gradients = _module.apply_gradients
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
 local_data = _module.local_data
@@ -44,6 +46,7 @@ train_step = _module.train_step
 value_and_grad = _module.value_and_grad
 
 __all__ = [
+    "apply_gradients",
     "global_mean",
     "input_gradient",
     "local_data",

@@ -70,6 +70,23 @@ def value_and_grad(fn, variables):
     return loss, aux, grads
 
 
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer``'s update of ``variables``, recorded in the step's scope.
+
+    Goes through `stateless_apply`: stateful updates inside a `lax.cond` (loss scaling, gradient
+    accumulation) would leak tracers out of the branch.
+    """
+    scope = get_stateless_scope()
+    if scope is None:
+        optimizer.apply(grads, variables)
+        return
+    new_values, new_slots = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    for variable, value in zip([*variables, *optimizer.variables], [*new_values, *new_slots]):
+        scope.add_update((variable, value))
+
+
 def train_step(model, step, state, data):
     """Run the stateful ``step(data) -> logs`` as Keras's pure JAX ``train_step(state, data)``."""
     references = (

@@ -63,6 +63,11 @@ def value_and_grad(fn, variables):
     )
 
 
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer``'s update of ``variables``."""
+    optimizer.apply(grads, variables)
+
+
 def synchronize(variables) -> None:
     """Mirrored variables start equal on every replica: nothing to do."""
 

@@ -66,6 +66,11 @@ def value_and_grad(fn, variables):
     return loss, aux, grads if num_replicas() == 1 else _all_reduce_mean(grads)
 
 
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer``'s update of ``variables``."""
+    optimizer.apply(grads, variables)
+
+
 def synchronize(variables) -> None:
     """Copy rank 0's values of ``variables`` to every process."""
     if num_replicas() > 1:
