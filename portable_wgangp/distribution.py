@@ -60,6 +60,19 @@ def num_replicas() -> int:
     return backend_ops.num_replicas()
 
 
+def process_index() -> int:
+    """This process's index in a multi-process run (0 alone): only process 0 shows progress."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
+        return (resolver.task_id or 0) if resolver is not None and resolver.task_type == "worker" else 0
+    if name == "jax":
+        return input_shard()[0]
+    return backend_ops.replica_index()
+
+
 def input_shard() -> tuple[int, int]:
     """``(index, count)``: the consecutive share of every global batch that this process must feed.
 

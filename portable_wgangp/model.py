@@ -194,6 +194,8 @@ class WGANGP(keras.Model):
             shard=distribution.input_shard(),
         )
         backend.synchronize(self.variables + self.optimizer.variables)
+        if distribution.process_index() > 0:  # one progress bar per run, not one per process
+            kwargs["verbose"] = 0
         if kwargs.get("steps_per_epoch") is None:
             kwargs["steps_per_epoch"] = steps
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
