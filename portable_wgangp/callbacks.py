@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import sys
+import time
 
 import keras
 
@@ -40,10 +43,10 @@ class MetricsLog(keras.callbacks.Callback):
     that was logged.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, first_step: int = 0):
         super().__init__()
         self.path = pathlib.Path(path)
-        self.step = 0
+        self.step = first_step
 
     def on_train_begin(self, logs=None):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,3 +60,87 @@ class MetricsLog(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._file.close()
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One line of live progress: step, steps/s, ETA and the logged losses.
+
+    Redrawn in place at most ``interval`` seconds apart on a terminal; elsewhere (a log file, CI) a new
+    line every tenth of the run. ``first_step`` counts steps already done (a resumed run).
+    """
+
+    def __init__(self, total_steps: int, first_step: int = 0, interval: float = 0.2, stream=None):
+        super().__init__()
+        self.total = total_steps
+        self.step = first_step
+        self.first_step = first_step
+        self.interval = interval
+        self.stream = stream or sys.stdout
+        self._started = self._shown = 0.0
+        self._tty = self.stream.isatty()
+        self._next_line = first_step
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        now = time.perf_counter()
+        due = now - self._shown >= self.interval if self._tty else self.step >= self._next_line
+        if due or self.step == self.total:
+            self._shown = now
+            self._next_line = self.step + max(1, self.total // 10)
+            self._show(now, logs or {})
+
+    def _show(self, now, logs):
+        done = self.step - self.first_step
+        rate = done / max(now - self._started, 1e-9)
+        eta = (self.total - self.step) / rate if rate else 0.0
+        width = 20
+        filled = int(width * self.step / self.total)
+        names = sorted(logs, key=lambda k: list(_SHORT).index(k) if k in _SHORT else len(_SHORT))
+        values = "  ".join(f"{_SHORT.get(k, k)} {float(logs[k]):+.4f}" for k in names)
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.total}  {rate:.0f} steps/s  "
+            f"ETA {int(eta) // 60}:{int(eta) % 60:02d}  {values}"
+        )
+        end = "" if self._tty and self.step < self.total else "\n"
+        self.stream.write(("\r" if self._tty else "") + line + end)
+        self.stream.flush()
+
+
+_SHORT = {
+    "critic_loss": "critic",
+    "gradient_penalty": "gp",
+    "wasserstein_estimate": "W",
+    "generator_loss": "gen",
+}
+
+
+def save_atomically(model: keras.Model, path) -> pathlib.Path:
+    """``model.save(path)`` through a temporary file and a rename: a crash never leaves half a file."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the whole model (both networks, both optimizers, the seed state) every ``every`` steps.
+
+    The file is replaced atomically; the step is the generator optimizer's iteration count, so a run
+    resumed from it knows where it stands. `NonFiniteGuard` runs first, so a non-finite state is never
+    saved.
+    """
+
+    def __init__(self, path, every: int, first_step: int = 0):
+        super().__init__()
+        self.path = path
+        self.every = every
+        self.step = first_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every and self.step % self.every == 0:
+            save_atomically(self.model, self.path)

@@ -6,6 +6,7 @@ stays first so that data-parallel strategies shard it, and critic update ``k`` r
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 import keras
@@ -186,8 +187,26 @@ def toy_samples(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return (points / scale).astype("float32")
 
 
-def toy_minibatches(name: str, batch_size: int, seed=None) -> Iterator[np.ndarray]:
-    """An endless stream of fresh minibatches ``(batch_size, 2)`` of a toy distribution."""
-    rng = np.random.default_rng(seed)
-    while True:
-        yield toy_samples(name, batch_size, rng)
+def toy_quality(name: str, samples: np.ndarray, seed: int = 0) -> dict:
+    """The pinned quality figures of ``samples`` of a toy distribution (see `portable_wgangp.metrics`).
+
+    ``emd`` is measured against as many fresh real samples (drawn with ``seed``); the mode figures are
+    None for swissroll, which has no discrete modes.
+    """
+    from portable_wgangp import metrics
+
+    real = toy_samples(name, len(samples), np.random.default_rng(seed))
+    quality = {"modes_covered": None, "n_modes": None, "high_quality_fraction": None}
+    if name != "swissroll":
+        quality = metrics.mode_quality(samples, toy_centres(name), toy_noise_std(name))
+    return {**quality, "emd": metrics.earth_movers_distance(samples, real)}
+
+
+def toy_minibatches(name: str, batch_size: int, seed: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """An endless stream of fresh minibatches ``(batch_size, 2)`` of a toy distribution.
+
+    Minibatch ``i`` depends only on ``(seed, i)``, so a run resumed at minibatch ``start`` sees the same
+    data as an uninterrupted one.
+    """
+    for index in itertools.count(start):
+        yield toy_samples(name, batch_size, np.random.default_rng([seed, index]))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+CURVES = ("critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss")
 
 
 def _pyplot():
@@ -16,18 +19,61 @@ def _pyplot():
     return plt
 
 
-def scatter_points(
-    path, generated: np.ndarray, real: np.ndarray | None = None, title: str = ""
+def toy_figure(
+    path,
+    generated: np.ndarray,
+    real: np.ndarray | None = None,
+    critic: Callable[[np.ndarray], np.ndarray] | None = None,
+    title: str = "",
 ) -> pathlib.Path:
-    """2-D samples as a scatter plot (real points in orange behind the generated ones in green)."""
+    """The paper's toy figure: real (orange) and generated (green) points over the critic's contours.
+
+    ``critic`` maps points ``(N, 2)`` to scores ``(N,)``; it is drawn on a grid over the points' extent.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    points = generated if real is None else np.concatenate([real, generated])
+    low, high = np.percentile(points, [0.5, 99.5], axis=0)
+    margin = 0.15 * (high - low).max()
+    low, high = low - margin, high + margin
+    if critic is not None:
+        xs, ys = np.linspace(low[0], high[0], 120), np.linspace(low[1], high[1], 120)
+        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype("float32")
+        levels = ax.contourf(
+            xs, ys, critic(grid).reshape(len(ys), len(xs)), levels=20, cmap="Blues", alpha=0.6
+        )
+        fig.colorbar(levels, ax=ax, fraction=0.046, pad=0.04, label="critic score")
     if real is not None:
-        ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.5, label="real")
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.6, label="real")
     ax.scatter(generated[:, 0], generated[:, 1], s=3, c="tab:green", alpha=0.6, label="generated")
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=4)
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return pathlib.Path(path)
+
+
+def loss_curves(path, records: Sequence[dict], title: str = "") -> pathlib.Path:
+    """The four logged values against the step (light: raw, dark: moving average of ~1 % of the run)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=100, sharex=True)
+    steps = np.array([r["step"] for r in records])
+    window = max(1, len(records) // 100)
+    for ax, name in zip(axes.ravel(), CURVES):
+        values = np.array([r.get(name, np.nan) for r in records], dtype="float64")
+        ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, color="tab:blue", linewidth=1.5)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("generator step")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
