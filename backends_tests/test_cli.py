@@ -1,0 +1,110 @@
+"""The command line, end to end on the active backend (few steps, into a temporary folder)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import BACKEND
+
+from portable_wgangp import cli
+
+RUN_FILES = ("checkpoint.keras", "metrics.jsonl", "quality.json", "samples.png", "losses.png", "config.json")
+
+
+def run_cli(*args, check=True):
+    """``python -m portable_wgangp ARGS`` in a subprocess with the active backend."""
+    result = subprocess.run(
+        [sys.executable, "-m", "portable_wgangp", *args],
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli(
+        "train", "--steps", "60", "--checkpoint-every", "25", "--batch-size", "32", "--out", str(out)
+    )
+    return out, result
+
+
+def test_train_writes_every_file_and_a_summary(short_run):
+    out, result = short_run
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 61))
+    assert {"critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss"} <= set(records[0])
+    quality = json.loads((out / "quality.json").read_text())
+    assert set(quality) == {"modes_covered", "n_modes", "high_quality_fraction", "emd"}
+    assert f"{BACKEND} backend" in result.stdout and "done in" in result.stdout
+
+
+def test_sample_writes_pictures_and_arrays(short_run, tmp_path):
+    out, _ = short_run
+    run_cli(
+        "sample", "--checkpoint", str(out / "checkpoint.keras"), "--n", "50", "--out", str(tmp_path / "s.npy")
+    )
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (50, 2) and samples.dtype == np.float32
+    run_cli(
+        "sample", "--checkpoint", str(out / "checkpoint.keras"), "--n", "50", "--out", str(tmp_path / "s.png")
+    )
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_evaluate_prints_the_quality_figures(short_run):
+    out, _ = short_run
+    result = run_cli("evaluate", "--checkpoint", str(out / "checkpoint.keras"), "--dataset", "gaussians8")
+    assert json.loads(result.stdout)["n_modes"] == 8
+
+
+def test_resume_continues_from_the_saved_step(short_run, tmp_path):
+    out, _ = short_run
+    for name in ("checkpoint.keras", "config.json", "metrics.jsonl"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    run_cli("train", "--resume", "--steps", "80", "--out", str(tmp_path))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 81))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--dataset", "mnist", "--out", "{tmp}"], "Unknown dataset 'mnist'"),
+        (["sample", "--checkpoint", "{tmp}/missing.keras", "--out", "{tmp}/x.png"], "No checkpoint at"),
+        (
+            ["sample", "--checkpoint", "{tmp}/corrupt.keras", "--out", "{tmp}/x.png"],
+            "Cannot load the checkpoint",
+        ),
+        (["train", "--resume", "--out", "{tmp}/empty"], "Nothing to resume"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(args, message, tmp_path):
+    (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
+    result = run_cli(*[a.format(tmp=tmp_path) for a in args], check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_resolution_order(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("lr = 0.01\nn-critic = 3\nwidth = 64\n")
+    args = cli.build_parser().parse_args(
+        ["train", "--preset", "paper", "--config", str(toml), "--width", "32"]
+    )
+    config = cli.resolve_config(args)
+    assert (config.lr, config.n_critic, config.width) == (0.01, 3, 32)  # flag > file > preset
+    assert (config.beta_1, config.gp_weight, config.steps) == (0.5, 0.1, 100000)  # from the paper preset
+    defaults = cli.resolve_config(cli.build_parser().parse_args(["train"]))
+    assert (defaults.width, defaults.n_critic, defaults.gp_weight, defaults.lr) == (128, 2, 0.1, 2e-3)
