@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -144,3 +145,38 @@ class Checkpoint(keras.callbacks.Callback):
         self.step += 1
         if self.every and self.step % self.every == 0:
             save_atomically(self.model, self.path)
+
+
+def tensorboard_available() -> bool:
+    """Whether TensorBoard event files can be written (tensorflow and tensorboard are installed)."""
+    return all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard"))
+
+
+class TensorBoardLog(keras.callbacks.Callback):
+    """Writes every logged value as a TensorBoard scalar every ``every`` generator steps.
+
+    Works on every backend (it writes with `tf.summary`, so tensorflow and tensorboard must be installed)
+    and, unlike Keras's `TensorBoard`, never touches the model, so JAX's state is not synced each step.
+    """
+
+    def __init__(self, log_dir, every: int = 10, first_step: int = 0):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.every = every
+        self.step = first_step
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            with self._writer.as_default(step=self.step):
+                for name, value in (logs or {}).items():
+                    self._tf.summary.scalar(name, float(value))
+
+    def on_train_end(self, logs=None):
+        self._writer.close()

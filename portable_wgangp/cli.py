@@ -223,6 +223,11 @@ def train(args) -> None:
                     callbacks.MetricsLog(out / "metrics.jsonl", first_step=done),
                     callbacks.Checkpoint(out / "checkpoint.keras", config.checkpoint_every, first_step=done),
                     *([] if args.quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
+                    *(
+                        [callbacks.TensorBoardLog(out / "tensorboard", first_step=done)]
+                        if callbacks.tensorboard_available()
+                        else []
+                    ),
                 ],
             )
     seconds = time.perf_counter() - started

@@ -1,0 +1,82 @@
+"""Our callbacks beside Keras's own: ModelCheckpoint, BackupAndRestore and TensorBoard."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import portable_wgangp as pw
+from portable_wgangp.callbacks import MetricsLog, TensorBoardLog, tensorboard_available
+from portable_wgangp.nets import mlp
+
+
+def gan_and_data(seed=0):
+    gan = pw.WGANGP(mlp(2, 2, width=16, depth=1), mlp(2, 1, width=16, depth=1), 2, n_critic=2, seed=seed)
+    gan.compile()
+    return gan, (np.random.default_rng(seed).normal(size=(256, 2)) + 1.0).astype("float32")
+
+
+def test_model_checkpoint_and_metrics_log(tmp_path):
+    gan, x = gan_and_data()
+    gan.fit(
+        x,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(tmp_path / "epoch{epoch}.keras"),
+            MetricsLog(tmp_path / "m.jsonl"),
+        ],
+    )
+    restored = keras.models.load_model(tmp_path / "epoch2.keras")
+    np.testing.assert_array_equal(restored.sample(8, seed=0), gan.sample(8, seed=0))
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 8
+    assert json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])["step"] == 8
+
+
+def test_backup_and_restore_continues_an_interrupted_fit(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    gan, x = gan_and_data()
+    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        gan.fit(x, batch_size=32, epochs=4, verbose=0, callbacks=[backup, Interrupt()])
+    fresh, _ = gan_and_data()
+    history = fresh.fit(
+        x,
+        batch_size=32,
+        epochs=4,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup")],
+    )
+    assert len(history.epoch) == 2  # epochs 3 and 4 only
+    assert int(fresh.generator_optimizer.iterations) == 4 * 4
+    assert int(fresh.critic_optimizer.iterations) == 2 * 4 * 4
+
+
+def test_tensorboard_logs_the_four_metrics(tmp_path):
+    pytest.importorskip(
+        "tensorflow", reason="Keras's TensorBoard callback writes through tf.summary (TF only)"
+    )
+    gan, x = gan_and_data()
+    gan.fit(
+        x,
+        batch_size=32,
+        epochs=1,
+        verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(tmp_path / "tb", update_freq=1)],
+    )
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.skipif(
+    not tensorboard_available(), reason="needs tensorflow and tensorboard, installed in the TF session"
+)
+def test_our_tensorboard_log_works_on_every_backend(tmp_path):
+    gan, x = gan_and_data()
+    gan.fit(x, batch_size=32, epochs=1, verbose=0, callbacks=[TensorBoardLog(tmp_path / "tb", every=2)])
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
