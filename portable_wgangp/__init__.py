@@ -1,5 +1,10 @@
 """portable-wgangp: WGAN-GP from one model code on the TensorFlow, JAX and PyTorch backends of Keras 3."""
 
+from portable_wgangp._select_backend import select_default_backend
+
+select_default_backend()
+
+# ruff: noqa: E402  (keras must not be imported before the backend is chosen)
 from portable_wgangp import data, losses, nets, penalties
 from portable_wgangp.backend import input_gradient
 from portable_wgangp.distribution import Distribution, distribute

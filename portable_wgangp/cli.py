@@ -1,14 +1,14 @@
 """`portable-wgangp`: train, sample and evaluate WGAN-GPs from the command line.
 
-The Keras backend follows ``KERAS_BACKEND``; when it is unset, the first installed of jax, torch and
-tensorflow is used. Errors print one line on stderr and exit with status 2 (``--debug`` shows the trace).
+The Keras backend follows ``KERAS_BACKEND``; when it is unset (and keras.json names none), TensorFlow
+if installed, else JAX, else torch. Errors print one line on stderr and exit with status 2
+(``--debug`` shows the trace).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,7 +16,6 @@ import sys
 import time
 
 EXIT_USAGE = 2
-FRAMEWORKS = ("jax", "torch", "tensorflow")
 
 
 class UserError(Exception):
@@ -66,18 +65,6 @@ PRESETS = {
         "steps": 100000,
     }
 }
-
-
-def choose_backend() -> str:
-    """``KERAS_BACKEND`` if set, else the first installed framework; set it before keras is imported."""
-    if "KERAS_BACKEND" not in os.environ:
-        installed = [name for name in FRAMEWORKS if importlib.util.find_spec(name)]
-        if not installed:
-            raise UserError(
-                "No Keras backend is installed; install one, e.g. pip install 'portable-wgangp[jax]'."
-            )
-        os.environ["KERAS_BACKEND"] = installed[0]
-    return os.environ["KERAS_BACKEND"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +330,6 @@ COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate}
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        choose_backend()
         COMMANDS[args.command](args)
     except Exception as error:
         if args.debug:
