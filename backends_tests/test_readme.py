@@ -24,3 +24,20 @@ def test_quick_start_is_two_lines_install_and_test():
     assert len(lines) == 2
     assert "pip install" in lines[0] and "portable-wgangp train" in lines[0]
     assert "nox" in lines[1]
+
+
+def test_an_installed_backend_is_picked_when_none_is_set(tmp_path):
+    """The quick start installs one framework and sets no KERAS_BACKEND: keras must not fall back to TF."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json
+    code = "import portable_wgangp, keras; print(keras.backend.backend())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    expected = next(name for name in ("tensorflow", "jax", "torch") if importlib.util.find_spec(name))
+    assert result.stdout.strip().splitlines()[-1] == expected, result.stderr[-2000:]
