@@ -34,7 +34,8 @@ def test_an_installed_backend_is_picked_when_none_is_set(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    env["KERAS_HOME"] = str(tmp_path)  # no keras.json
+    (tmp_path / "keras.json").write_text('{"backend": "tensorflow"}')  # what Keras writes on first import
+    env["KERAS_HOME"] = str(tmp_path)
     code = "import portable_wgangp, keras; print(keras.backend.backend())"
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300

@@ -14,11 +14,15 @@ FRAMEWORKS = ("tensorflow", "jax", "torch")
 
 
 def select_default_backend() -> None:
-    """Set ``KERAS_BACKEND`` to an installed framework unless the user or keras.json already chose one.
+    """Set ``KERAS_BACKEND`` to an installed framework when the one Keras would use is not installed.
 
-    TensorFlow, Keras's own default, is kept when installed; otherwise JAX, then torch.
+    Without ``KERAS_BACKEND`` Keras uses keras.json's backend (Keras writes that file on first import,
+    naming TensorFlow). That choice is kept when its framework is installed; otherwise the first
+    installed of TensorFlow, JAX and torch is used.
     """
-    if "KERAS_BACKEND" in os.environ or "keras" in sys.modules or _keras_json_backend():
+    if "KERAS_BACKEND" in os.environ or "keras" in sys.modules:
+        return
+    if importlib.util.find_spec(_keras_json_backend() or "tensorflow"):
         return
     installed = [name for name in FRAMEWORKS if importlib.util.find_spec(name)]
     if not installed:

@@ -1,7 +1,7 @@
 """`portable-wgangp`: train, sample and evaluate WGAN-GPs from the command line.
 
-The Keras backend follows ``KERAS_BACKEND``; when it is unset (and keras.json names none), TensorFlow
-if installed, else JAX, else torch. Errors print one line on stderr and exit with status 2
+The Keras backend follows ``KERAS_BACKEND``; when it is unset and keras.json's backend is not installed,
+the first installed of TensorFlow, JAX and torch. Errors print one line on stderr and exit with status 2
 (``--debug`` shows the trace).
 """
 
