@@ -67,7 +67,8 @@ class ProgressBar(keras.callbacks.Callback):
     """One line of live progress: step, steps/s, ETA and the logged losses.
 
     Redrawn in place at most ``interval`` seconds apart on a terminal; elsewhere (a log file, CI) a new
-    line every tenth of the run. ``first_step`` counts steps already done (a resumed run).
+    line every tenth of the run. ``first_step`` counts steps already done (a resumed run). The speed is
+    measured from the end of the first step, which includes compilation.
     """
 
     def __init__(self, total_steps: int, first_step: int = 0, interval: float = 0.2, stream=None):
@@ -81,12 +82,13 @@ class ProgressBar(keras.callbacks.Callback):
         self._tty = self.stream.isatty()
         self._next_line = first_step
 
-    def on_train_begin(self, logs=None):
-        self._started = time.perf_counter()
-
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         now = time.perf_counter()
+        if self.step == self.first_step + 1:
+            self._started = now
+            self._next_line = self.step + max(1, self.total // 10)
+            return
         due = now - self._shown >= self.interval if self._tty else self.step >= self._next_line
         if due or self.step == self.total:
             self._shown = now
@@ -94,7 +96,7 @@ class ProgressBar(keras.callbacks.Callback):
             self._show(now, logs or {})
 
     def _show(self, now, logs):
-        done = self.step - self.first_step
+        done = self.step - self.first_step - 1
         rate = done / max(now - self._started, 1e-9)
         eta = (self.total - self.step) / rate if rate else 0.0
         width = 20
