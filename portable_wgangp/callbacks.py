@@ -85,7 +85,7 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         now = time.perf_counter()
-        if self.step == self.first_step + 1:
+        if self.step == self.first_step + 1 and self.step < self.total:
             self._started = now
             self._next_line = self.step + max(1, self.total // 10)
             return
