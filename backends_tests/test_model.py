@@ -51,9 +51,9 @@ class RecordingWGANGP(pw.WGANGP):
 
     seen: list
 
-    def critic_update(self, real):
+    def critic_update(self, real, labels=None):
         self.seen.append(numpy(real))
-        return super().critic_update(real)
+        return super().critic_update(real, labels)
 
 
 def test_each_critic_update_sees_a_fresh_minibatch():

@@ -28,6 +28,14 @@ def process_share(rounds, shard: tuple[int, int]):
     return tuple(r[index * (len(r) // count) : (index + 1) * (len(r) // count)] for r in rounds)
 
 
+def as_labels(y, n: int) -> np.ndarray:
+    """Class labels as int32 of shape ``(n,)``; raises a ValueError when they do not match the samples."""
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"Labels must be integers of shape ({n},), one per sample; got {y.dtype} {y.shape}.")
+    return y.astype("int32")
+
+
 def as_float_array(x) -> np.ndarray:
     """Samples as a float32 numpy array; raises a ValueError for non-numeric data."""
     x = np.asarray(x)
@@ -37,18 +45,27 @@ def as_float_array(x) -> np.ndarray:
 
 
 class ArrayRounds(keras.utils.PyDataset):
-    """Rounds drawn from in-memory samples without replacement, reshuffled every epoch.
+    """Rounds drawn from in-memory samples (and labels ``y``) without replacement, reshuffled every epoch.
 
     Each epoch holds ``len(x) // (batch_size * n_critic)`` rounds; the few samples left over differ from
-    epoch to epoch when ``shuffle`` is on.
+    epoch to epoch when ``shuffle`` is on. A round is ``(x_round,)``, or ``(x_round, y_round)`` with
+    labels of shape ``(batch, n_critic)``.
     """
 
     def __init__(
-        self, x: np.ndarray, batch_size: int, n_critic: int, shuffle: bool = True, seed=None, shard=(0, 1)
+        self,
+        x: np.ndarray,
+        batch_size: int,
+        n_critic: int,
+        shuffle: bool = True,
+        seed=None,
+        shard=(0, 1),
+        y: np.ndarray | None = None,
     ):
         super().__init__()
         self.shard = shard
         self.x = as_float_array(x)
+        self.y = None if y is None else as_labels(y, len(self.x))
         self.batch_size = batch_size
         self.n_critic = n_critic
         self.shuffle = shuffle
@@ -69,10 +86,14 @@ class ArrayRounds(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple:
         per_round = self.batch_size * self.n_critic
-        picked = self.x[self._order[index * per_round : (index + 1) * per_round]]
+        picked = self._order[index * per_round : (index + 1) * per_round]
+        arrays = (self.x,) if self.y is None else (self.x, self.y)
         # Sample i of critic update k is picked[k * batch_size + i]: consecutive minibatches.
-        rounds = np.swapaxes(picked.reshape((self.n_critic, self.batch_size, *self.x.shape[1:])), 0, 1)
-        return process_share((rounds,), self.shard)
+        rounds = tuple(
+            np.swapaxes(a[picked].reshape((self.n_critic, self.batch_size, *a.shape[1:])), 0, 1)
+            for a in arrays
+        )
+        return process_share(rounds, self.shard)
 
     def on_epoch_end(self) -> None:
         self._order = self._new_order()
@@ -124,6 +145,7 @@ def critic_rounds(
     seed=None,
     num_replicas: int = 1,
     shard: tuple[int, int] = (0, 1),
+    y=None,
 ):
     """``(rounds, steps_per_epoch)`` for `WGANGP.fit` from arrays or an iterable of minibatches.
 
@@ -131,12 +153,12 @@ def critic_rounds(
     torch `DataLoader`, Python generator) keeps its own batch size; its steps per epoch are
     ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``). Batch sizes are
     global and must divide by ``num_replicas``; this process feeds the share ``shard = (index, count)``
-    of each round (see `portable_wgangp.distribution.input_shard`).
+    of each round (see `portable_wgangp.distribution.input_shard`). ``y``: labels of array data.
     """
     if _is_array(x):
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_divisible(batch_size, num_replicas)
-        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard), None
+        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard, y=y), None
     if batch_size is not None:
         raise ValueError(
             "batch_size applies to array data only; an iterable of minibatches keeps its own batch size."

@@ -92,6 +92,8 @@ class WGANGP(keras.Model):
         drift_weight: ε_drift, weight of ProGAN's ``mean(D(real)²)`` in the critic's objective.
         penalty_target: t, the target gradient norm of the two- and one-sided penalties.
         seed: seed of the latent vectors, interpolation weights and data order.
+        num_classes: for a class-conditional GAN: the generator takes ``[z, labels]``, the critic
+            ``[samples, labels]`` (labels: integers of shape ``(batch,)``); fit takes ``(x, y)``.
 
     The critic minimises ``mean(D(fake)) − mean(D(real)) + λ·penalty + ε_drift·mean(D(real)²)``; the
     generator minimises ``−mean(D(G(z)))``.
@@ -109,6 +111,7 @@ class WGANGP(keras.Model):
         drift_weight: float = 0.0,
         penalty_target: float = 1.0,
         seed: int | None = None,
+        num_classes: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -125,6 +128,7 @@ class WGANGP(keras.Model):
         self.penalty = check_mode(penalty)
         self.penalty_target = float(penalty_target)
         self.seed = seed
+        self.num_classes = None if num_classes is None else _check_positive_int("num_classes", num_classes)
         _check_no_cross_batch_layers(critic)
         self.generator = generator
         self.critic = critic
@@ -135,9 +139,10 @@ class WGANGP(keras.Model):
 
     def _build_networks(self) -> None:
         """Build both networks on one latent vector; check that the critic accepts the generator's output."""
-        fake = self.generator(ops.zeros((1, self.latent_dim)))
+        labels = ops.zeros((1,), dtype="int32")
+        fake = self.generator(self._conditioned(ops.zeros((1, self.latent_dim)), labels))
         try:
-            self.critic(fake)
+            self.critic(self._conditioned(fake, labels))
         except Exception as error:
             raise ValueError(
                 f"The critic does not accept the generator's output of shape {tuple(fake.shape)}: {error}"
@@ -145,8 +150,18 @@ class WGANGP(keras.Model):
         self.built = True
 
     def call(self, z, training=False):
-        """Samples for latent vectors ``z`` of shape ``(batch, latent_dim)``."""
+        """Samples for latent vectors ``z`` ``(batch, latent_dim)``; ``[z, labels]`` if conditional."""
         return self.generator(z, training=training)
+
+    def _conditioned(self, inputs, labels):
+        """A network's input: ``inputs`` alone, or ``[inputs, labels]`` for a conditional GAN."""
+        return inputs if self.num_classes is None else [inputs, labels]
+
+    def critic_of(self, labels):
+        """The critic as a function of the samples alone, the labels held fixed (what the penalty needs)."""
+        if self.num_classes is None:
+            return self.critic
+        return lambda samples, **kwargs: self.critic([samples, labels], **kwargs)
 
     def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs) -> None:
         """Set both optimizers (None → Adam(1e-4, β₁ = 0, β₂ = 0.9)); other arguments go to Keras.
@@ -171,14 +186,25 @@ class WGANGP(keras.Model):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def fit(self, x=None, batch_size: int | None = None, epochs: int = 1, *, shuffle: bool = True, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        *,
+        shuffle: bool = True,
+        **kwargs,
+    ):
         """Train on real samples ``x``; ``batch_size`` (default 64) is the critic minibatch size.
 
         ``x``: a numpy array (or anything array-like) of samples, or a `tf.data.Dataset`, torch
-        `DataLoader` or Python iterable of minibatches. Each Keras step consumes ``n_critic`` minibatches
-        (one per critic update) and makes one generator update; ``steps_per_epoch`` counts generator
-        steps. Other arguments (``callbacks``, ``verbose``, ...) go to `keras.Model.fit`. The first
-        non-finite logged value stops training with `FloatingPointError` (see `NonFiniteGuard`).
+        `DataLoader` or Python iterable of minibatches (``(samples, labels)`` pairs if conditional);
+        ``y``: the class labels of array samples, for a conditional GAN. Each Keras step consumes
+        ``n_critic`` minibatches (one per critic update) and makes one generator update;
+        ``steps_per_epoch`` counts generator steps. Other arguments (``callbacks``, ``verbose``, ...)
+        go to `keras.Model.fit`. The first non-finite logged value stops training with
+        `FloatingPointError` (see `NonFiniteGuard`).
         """
         if not self.compiled:
             raise RuntimeError(
@@ -192,6 +218,7 @@ class WGANGP(keras.Model):
             seed=self.seed,
             num_replicas=distribution.num_replicas(),
             shard=distribution.input_shard(),
+            y=y,
         )
         backend.synchronize(self.variables + self.optimizer.variables)
         if distribution.process_index() > 0:  # one progress bar per run, not one per process
@@ -218,11 +245,19 @@ class WGANGP(keras.Model):
         ``(x,)`` tuple). Logged values are global-batch means: those of the last critic update and of
         the generator update.
         """
-        rounds, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        rounds, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if (labels is None) != (self.num_classes is None):
+            raise ValueError(
+                "A conditional WGANGP (num_classes set) trains on (samples, labels) and an unconditional one "
+                "on samples alone; pass y= (or pairs) exactly when num_classes is set."
+            )
         rounds = backend.local_data(rounds)
+        labels = None if labels is None else backend.local_data(labels)
         for k in range(self.n_critic):
-            logs = self.critic_update(rounds[:, k])
-        logs["generator_loss"] = self.generator_update(ops.shape(rounds)[0])
+            logs = self.critic_update(rounds[:, k], None if labels is None else labels[:, k])
+        logs["generator_loss"] = self.generator_update(
+            ops.shape(rounds)[0], None if labels is None else labels[:, 0]
+        )
         return {name: backend.global_mean(value) for name, value in logs.items()}
 
     def latent_vectors(self, batch_size):
@@ -249,19 +284,24 @@ class WGANGP(keras.Model):
         start = (backend.replica_index() * local_batch_size,) + (0,) * (len(noise.shape) - 1)
         return ops.slice(noise, start, (local_batch_size, *noise.shape[1:]))
 
-    def critic_update(self, real) -> dict:
-        """One critic update on this replica's real minibatch ``real`` of shape ``(batch, *sample_shape)``."""
+    def critic_update(self, real, labels=None) -> dict:
+        """One critic update on this replica's real minibatch ``real`` ``(batch, *sample_shape)``.
+
+        A conditional GAN generates its fakes for the real minibatch's ``labels`` ``(batch,)``, and the
+        penalty differentiates the critic w.r.t. the samples with those labels held fixed.
+        """
         batch_size = ops.shape(real)[0]
         z = self._local_noise(self.latent_vectors, batch_size)
-        fake = ops.stop_gradient(self.generator(z, training=True))
+        fake = ops.stop_gradient(self.generator(self._conditioned(z, labels), training=True))
         epsilon = self._local_noise(self.interpolation_weights, batch_size)
+        critic = self.critic_of(labels)
 
         def objective():
-            real_scores = self.critic(real, training=True)
-            fake_scores = self.critic(fake, training=True)
+            real_scores = critic(real, training=True)
+            fake_scores = critic(fake, training=True)
             estimate = wasserstein_estimate(real_scores, fake_scores)
             penalty = gradient_penalty(
-                self.critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
+                critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
             )
             loss = -estimate + self.gp_weight * penalty
             if self.drift_weight:
@@ -273,12 +313,15 @@ class WGANGP(keras.Model):
         backend.apply_gradients(self.critic_optimizer, grads, variables)
         return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
 
-    def generator_update(self, batch_size):
+    def generator_update(self, batch_size, labels=None):
         """One generator update on this replica's ``batch_size`` latent vectors; returns its loss."""
         z = self._local_noise(self.latent_vectors, batch_size)
+        critic = self.critic_of(labels)
 
         def objective():
-            loss = generator_loss(self.critic(self.generator(z, training=True), training=True))
+            loss = generator_loss(
+                critic(self.generator(self._conditioned(z, labels), training=True), training=True)
+            )
             return self.generator_optimizer.scale_loss(loss), loss
 
         variables = self.generator.trainable_variables
@@ -288,17 +331,30 @@ class WGANGP(keras.Model):
 
     # -- sampling ---------------------------------------------------------------------------------
 
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 1024) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 1024, labels=None) -> np.ndarray:
         """``n`` generator outputs as a float32 numpy array, from z ~ N(0, I) drawn by numpy with ``seed``.
 
         The latent vectors come from numpy, so the same weights and seed give the same samples on
-        every backend.
+        every backend. Conditional GANs take ``labels``: one class for all, or ``n`` of them (default:
+        the classes in turn, 0, 1, …).
         """
         z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
-        chunks = [
-            ops.convert_to_numpy(ops.cast(self.generator(z[i : i + batch_size], training=False), "float32"))
-            for i in range(0, n, batch_size)
-        ]
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("This WGANGP is unconditional (no num_classes); call sample without labels.")
+        else:
+            labels = np.arange(n) % self.num_classes if labels is None else np.broadcast_to(labels, (n,))
+            labels = np.asarray(labels, dtype="int32")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(
+                    f"Labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}."
+                )
+        chunks = []
+        for i in range(0, n, batch_size):
+            part = self._conditioned(
+                z[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
+            )
+            chunks.append(ops.convert_to_numpy(ops.cast(self.generator(part, training=False), "float32")))
         return np.concatenate(chunks, axis=0)
 
     # -- serialization ----------------------------------------------------------------------------
@@ -315,6 +371,7 @@ class WGANGP(keras.Model):
             "drift_weight": self.drift_weight,
             "penalty_target": self.penalty_target,
             "seed": self.seed,
+            "num_classes": self.num_classes,
         }
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -22,3 +23,66 @@ def mlp(
     """
     hidden = [layers.Dense(width, activation=activation) for _ in range(depth)]
     return keras.Sequential([keras.Input((input_dim,)), *hidden, layers.Dense(output_dim)], name=name)
+
+
+def _upsamplings(image_shape) -> int:
+    """Stride-2 stages between a 4×4 (2×2 for 8×8 images) seed and the image: log2(size / 4), at least 1."""
+    height, width = image_shape[:2]
+    if height != width or height not in (8, 16, 32, 64):
+        raise ValueError(f"DCGAN nets take square images of 8, 16, 32 or 64 pixels, got {height}×{width}.")
+    return max(1, int(np.log2(height // 4)))
+
+
+def dcgan_generator(
+    latent_dim: int, image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | None = None
+) -> keras.Model:
+    """DCGAN generator: z ``(batch, latent_dim)`` → images ``(batch, *image_shape)`` in [-1, 1].
+
+    Dense to a ``(s, s, c)`` seed, then stride-2 transposed convolutions with BatchNorm and ReLU, then a
+    3×3 convolution with tanh. With ``num_classes``, the inputs are ``[z, labels]`` and a learned label
+    embedding is concatenated to z (the label shape is ``(batch,)``, integers).
+    """
+    stages = _upsamplings(image_shape)
+    seed_size = image_shape[0] // 2**stages
+    z = keras.Input((latent_dim,), name="z")
+    inputs, h = [z], z
+    if num_classes:
+        labels = keras.Input((), dtype="int32", name="labels")
+        inputs.append(labels)
+        h = layers.Concatenate()([z, layers.Embedding(num_classes, latent_dim)(labels)])
+    channels = base * 2 ** (stages - 1)
+    h = layers.Dense(seed_size * seed_size * channels * 2)(h)
+    h = layers.Reshape((seed_size, seed_size, channels * 2))(h)
+    h = layers.ReLU()(layers.BatchNormalization()(h))
+    for stage in range(stages):
+        h = layers.Conv2DTranspose(base * 2 ** (stages - 1 - stage), 4, strides=2, padding="same")(h)
+        h = layers.ReLU()(layers.BatchNormalization()(h))
+    images = layers.Conv2D(image_shape[-1], 3, padding="same", activation="tanh", dtype="float32")(h)
+    return keras.Model(inputs, images, name="dcgan_generator")
+
+
+def dcgan_critic(image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | None = None) -> keras.Model:
+    """DCGAN critic without batch normalization: images → scores ``(batch, 1)``.
+
+    Stride-2 4×4 convolutions with LayerNorm and LeakyReLU(0.2), then a linear score. With
+    ``num_classes``, the inputs are ``[images, labels]`` and the score gains the projection term
+    ⟨embed(label), features⟩ (Miyato & Koyama 2018).
+    """
+    stages = _upsamplings(image_shape)
+    images = keras.Input(tuple(image_shape), name="images")
+    h = images
+    for stage in range(stages):
+        h = layers.Conv2D(base * 2**stage, 4, strides=2, padding="same")(h)
+        if stage:
+            h = layers.LayerNormalization(axis=[1, 2, 3])(h)
+        h = layers.LeakyReLU(0.2)(h)
+    features = layers.Flatten()(h)
+    score = layers.Dense(1, dtype="float32")(features)
+    if not num_classes:
+        return keras.Model(images, score, name="dcgan_critic")
+    labels = keras.Input((), dtype="int32", name="labels")
+    embedded = layers.Embedding(num_classes, features.shape[-1])(labels)
+    projection = layers.Dot(axes=1)([embedded, features])
+    return keras.Model(
+        [images, labels], layers.Add(dtype="float32")([score, projection]), name="dcgan_projection_critic"
+    )

@@ -49,7 +49,7 @@ def toy_figure(
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", markerscale=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, markerscale=4, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -55,12 +55,21 @@ def value_and_grad(fn, variables):
     with tf.GradientTape() as tape:
         loss, aux = fn()
     grads = tape.gradient(loss, variables)
-    scale = 1.0 / num_replicas()
     return (
         loss,
         aux,
-        [tf.zeros(v.shape, v.dtype) if g is None else g * scale for v, g in zip(variables, grads)],
+        [tf.zeros(v.shape, v.dtype) if g is None else _per_replica(g) for v, g in zip(variables, grads)],
     )
+
+
+def _per_replica(grad):
+    """``grad / R``, keeping the sparse gradients of embeddings sparse."""
+    replicas = num_replicas()
+    if replicas == 1:
+        return grad
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values / replicas, grad.indices, grad.dense_shape)
+    return grad / replicas
 
 
 def apply_gradients(optimizer, grads, variables) -> None:
