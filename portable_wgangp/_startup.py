@@ -1,16 +1,24 @@
-"""Choose a Keras backend that is installed, before keras is first imported.
+"""Start-up, before keras is first imported: choose an installed backend, then import keras quietly.
 
 Keras falls back to TensorFlow when ``KERAS_BACKEND`` is unset, which fails where only JAX or torch is
-installed (``pip install "portable-wgangp[jax]"``). Run before the first ``import keras``.
+installed (``pip install "portable-wgangp[jax]"``). And importing TensorFlow prints C++ INFO lines on
+stderr (oneDNN, CPU features) that would bury a one-line error of the CLI.
 """
 
 import importlib.util
 import json
 import os
 import pathlib
+import re
 import sys
+import tempfile
 
 FRAMEWORKS = ("tensorflow", "jax", "torch")
+# TensorFlow's start-up INFO chatter; its warnings and errors are kept.
+_CHATTER = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} \d\d:\d\d:\d\d|"
+    r"To enable the following instructions: .*rebuild TensorFlow)"
+)
 
 
 def select_default_backend() -> None:
@@ -31,6 +39,24 @@ def select_default_backend() -> None:
             "e.g. pip install 'portable-wgangp[jax]' (or [tensorflow], [torch])."
         )
     os.environ["KERAS_BACKEND"] = installed[0]
+
+
+def import_keras_quietly() -> None:
+    """Import keras (and so its backend) with TensorFlow's start-up INFO lines removed from stderr."""
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _CHATTER.match(line)))
 
 
 def _keras_json_backend() -> str | None:
