@@ -43,9 +43,23 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "auto"
     checkpoint_every: int = 1000
+    conditional: bool = False
+    base: int = 32
+    image_size: int = 32
 
 
 FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+# Image data (digits, npz:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
+IMAGE_DEFAULTS = {
+    "model": "dcgan",
+    "steps": 3000,
+    "batch_size": 64,
+    "n_critic": 5,
+    "gp_weight": 10.0,
+    "lr": 1e-3,
+    "latent_dim": 32,
+    "checkpoint_every": 500,
+}
 # Tuned per dataset (see docs/defaults-study.md); flags, --config and --preset override them.
 DATASET_DEFAULTS: dict[str, dict] = {"gaussians8": {}, "gaussians25": {"steps": 10000}, "swissroll": {}}
 # The paper's gan_toy.py exactly: 3×512 ReLU MLPs, 2-d noise, batch 256, 5 critic steps, λ 0.1, Adam 1e-4
@@ -77,10 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = TrainConfig()
     for name, kind in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        train.add_argument(
-            flag, type=_PARSERS[kind], default=None, help=f"(default {getattr(defaults, name)})"
-        )
+        flag, default = "--" + name.replace("_", "-"), getattr(defaults, name)
+        if kind == "bool":
+            train.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help="(default off)"
+            )
+        else:
+            train.add_argument(flag, type=_PARSERS[kind], default=None, help=f"(default {default})")
     train.add_argument("--preset", choices=sorted(PRESETS), help="paper: gan_toy.py's exact setting")
     train.add_argument("--config", help="a TOML file of the flags above (flags override it)")
     train.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -91,12 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", required=True, help="a .keras file written by train")
     sample.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
+    sample.add_argument("--label", type=int, help="the class to draw, for a conditional model")
     sample.add_argument("--out", required=True, help="F.png (a picture) or F.npy (the raw samples)")
 
     evaluate = commands.add_parser("evaluate", help="print the quality figures of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train")
     evaluate.add_argument("--dataset", default="gaussians8", help="the data it was trained on")
-    evaluate.add_argument("--n", type=int, default=2000, help="samples to measure (default 2000)")
+    evaluate.add_argument(
+        "--n", type=int, default=2000, help="samples to measure (default 2000; images 1000)"
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     return parser
 
@@ -109,8 +129,18 @@ def resolve_config(args) -> TrainConfig:
     given = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     from_file = _read_toml(args.config) if args.config else {}
     dataset = given.get("dataset", from_file.get("dataset", TrainConfig.dataset))
-    values = {**DATASET_DEFAULTS.get(dataset, {}), **PRESETS.get(args.preset, {}), **from_file, **given}
+    values = {**dataset_defaults(dataset), **PRESETS.get(args.preset, {}), **from_file, **given}
     return TrainConfig(**values)
+
+
+def dataset_defaults(dataset: str) -> dict:
+    from portable_wgangp import data
+
+    return (
+        DATASET_DEFAULTS.get(dataset, {})
+        if dataset in data.TOY_DATASETS
+        else {**IMAGE_DEFAULTS, **DATASET_DEFAULTS.get(dataset, {})}
+    )
 
 
 def _read_toml(path) -> dict:
@@ -133,35 +163,165 @@ def _read_toml(path) -> dict:
     return table
 
 
-def _check(config: TrainConfig) -> None:
+class ToyTask:
+    """2-D toy data: MLPs, an endless stream of fresh points, mode coverage and the toy figure."""
+
+    num_classes = None
+
+    def __init__(self, config: TrainConfig):
+        if config.model != "mlp":
+            raise UserError(f"Unknown model {config.model!r} for 2-D data; choose mlp.")
+        if config.conditional:
+            raise UserError(f"{config.dataset} has no labels; drop --conditional.")
+        self.config = config
+
+    def networks(self):
+        from portable_wgangp import nets
+
+        c = self.config
+        return (
+            nets.mlp(c.latent_dim, 2, width=c.width, depth=c.depth, name="generator"),
+            nets.mlp(2, 1, width=c.width, depth=c.depth, name="critic"),
+        )
+
+    def minibatches(self, start: int):
+        from portable_wgangp import data
+
+        c = self.config
+        return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
+
+    def quality(self, gan) -> dict:
+        from portable_wgangp import data
+
+        return data.toy_quality(
+            self.config.dataset, gan.sample(2000, seed=self.config.seed), seed=self.config.seed + 1
+        )
+
+    def picture(self, gan, path, title: str) -> None:
+        import numpy as np
+        from keras import ops
+
+        from portable_wgangp import data, plots
+
+        c = self.config
+        real = data.toy_samples(c.dataset, 2000, np.random.default_rng([c.seed, 2]))
+
+        def critic(points):
+            return ops.convert_to_numpy(ops.cast(gan.critic(points), "float32"))[:, 0]
+
+        plots.toy_figure(path, gan.sample(2000, seed=c.seed), real, critic, title=title)
+
+
+class ImageTask:
+    """Images (digits, npz:, images:): DCGAN nets, shuffled passes over the data, FID and friends, grids."""
+
+    def __init__(self, config: TrainConfig):
+        from portable_wgangp import data
+
+        if config.model != "dcgan":
+            raise UserError(f"Unknown model {config.model!r} for images; choose dcgan.")
+        self.config = config
+        self.x, self.y = data.load_images(config.dataset, config.image_size)
+        if config.conditional and self.y is None:
+            raise UserError(f"{config.dataset} has no labels; drop --conditional or use class sub-folders.")
+        self.num_classes = int(self.y.max()) + 1 if config.conditional else None
+
+    def networks(self):
+        from portable_wgangp import nets
+
+        c, shape = self.config, self.x.shape[1:]
+        return (
+            nets.dcgan_generator(c.latent_dim, shape, base=c.base, num_classes=self.num_classes),
+            nets.dcgan_critic(shape, base=c.base, num_classes=self.num_classes),
+        )
+
+    def minibatches(self, start: int):
+        from portable_wgangp import data
+
+        c = self.config
+        labels = self.y if self.num_classes else None
+        return data.array_minibatches(self.x, labels, c.batch_size, seed=c.seed, start=start)
+
+    def _extractor(self):
+        from portable_wgangp import metrics
+
+        return metrics.DigitsFeatures() if self.config.dataset == "digits" else metrics.PixelFeatures()
+
+    def _labels(self, n: int):
+        import numpy as np
+
+        return None if self.num_classes is None else np.arange(n) % self.num_classes
+
+    def quality(self, gan, n: int = 1000) -> dict:
+        """fid, kid, precision, recall of ``n`` samples, fid_initial of the untrained generator, and (for a
+        conditional model on digits) the accuracy of a digits classifier on samples drawn per class."""
+        from portable_wgangp import metrics
+
+        extractor, n, seed = self._extractor(), min(n, len(self.x)), self.config.seed
+        figures = metrics.image_quality(
+            self.x[:n], gan.sample(n, seed=seed, labels=self._labels(n)), extractor
+        )
+        initial = build_gan(self.config, self)
+        initial_fid = metrics.image_quality(
+            self.x[:n], initial.sample(n, seed=seed, labels=self._labels(n)), extractor
+        )
+        figures["fid_initial"] = initial_fid["fid"]
+        if self.num_classes is not None and hasattr(extractor, "classify"):
+            drawn = gan.sample(n, seed=seed, labels=self._labels(n))
+            figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
+        return figures
+
+    def picture(self, gan, path, title: str) -> None:
+        from portable_wgangp import plots
+
+        rows = self.num_classes or 8
+        plots.image_grid(
+            path, gan.sample(rows * 10, seed=self.config.seed, labels=self._sorted_labels(rows)), rows, title
+        )
+
+    def _sorted_labels(self, rows: int):
+        import numpy as np
+
+        return None if self.num_classes is None else np.repeat(np.arange(rows), 10)
+
+
+def make_task(config: TrainConfig):
     from portable_wgangp import data
 
-    if config.dataset not in data.TOY_DATASETS:
-        raise UserError(f"Unknown dataset {config.dataset!r}; choose one of {', '.join(data.TOY_DATASETS)}.")
-    if config.model != "mlp":
-        raise UserError(f"Unknown model {config.model!r} for 2-D data; choose mlp.")
+    try:
+        return ToyTask(config) if config.dataset in data.TOY_DATASETS else ImageTask(config)
+    except ValueError as error:  # from the loaders: unknown dataset, unreadable file
+        raise UserError(str(error)) from error
+
+
+def _check(config: TrainConfig) -> None:
     if config.lr_decay not in ("linear", "constant"):
         raise UserError(f"Unknown lr_decay {config.lr_decay!r}; choose linear or constant.")
-    for name in ("steps", "batch_size", "width", "depth"):
+    for name in ("steps", "batch_size", "width", "depth", "base"):
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be at least 1, got {getattr(config, name)}.")
 
 
-def build_gan(config: TrainConfig):
-    """The WGANGP of a configuration, compiled: MLPs, Adam with the learning rate decayed linearly to 0."""
+def build_gan(config: TrainConfig, task):
+    """The WGANGP of a configuration, compiled, with the weights that ``config.seed`` gives.
+
+    Adam, with the learning rate decayed linearly to 0 over the run unless ``lr_decay`` is constant.
+    """
     import keras
 
     import portable_wgangp as pw
-    from portable_wgangp import nets
 
+    keras.utils.set_random_seed(config.seed)
+    generator, critic = task.networks()
     gan = pw.WGANGP(
-        nets.mlp(config.latent_dim, 2, width=config.width, depth=config.depth, name="generator"),
-        nets.mlp(2, 1, width=config.width, depth=config.depth, name="critic"),
+        generator,
+        critic,
         config.latent_dim,
         n_critic=config.n_critic,
         gp_weight=config.gp_weight,
         penalty=config.penalty,
         seed=config.seed,
+        num_classes=task.num_classes,
     )
 
     def adam(updates):
@@ -180,15 +340,16 @@ def train(args) -> None:
     import keras
 
     import portable_wgangp as pw
-    from portable_wgangp import callbacks, data
+    from portable_wgangp import callbacks
 
     out = _output_folder(args.out)
     if args.resume:
         config, gan, done = _resume(out, args)
+        task = make_task(config)
     else:
         config = resolve_config(args)
         _check(config)
-        keras.utils.set_random_seed(config.seed)
+        task = make_task(config)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         done = 0
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
@@ -197,12 +358,10 @@ def train(args) -> None:
     started = time.perf_counter()
     with pw.distribute(config.strategy):
         if not args.resume:
-            gan = build_gan(config)
+            gan = build_gan(config, task)
         if done < config.steps:
             gan.fit(
-                data.toy_minibatches(
-                    config.dataset, config.batch_size, seed=config.seed, start=done * config.n_critic
-                ),
+                task.minibatches(start=done * config.n_critic),
                 steps_per_epoch=config.steps - done,
                 epochs=1,
                 verbose=0,
@@ -219,7 +378,7 @@ def train(args) -> None:
             )
     seconds = time.perf_counter() - started
     callbacks.save_atomically(gan, out / "checkpoint.keras")
-    quality = _write_results(gan, config, out)
+    quality = _write_results(gan, config, task, out)
     print(f"done in {seconds:.1f} s: " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     for name in (
         "checkpoint.keras",
@@ -234,36 +393,24 @@ def train(args) -> None:
 
 def _resume(out, args):
     """The configuration, model and steps done of the run in ``out``; flags may extend ``--steps``."""
-    import keras
-
     checkpoint, saved = out / "checkpoint.keras", out / "config.json"
     if not checkpoint.is_file() or not saved.is_file():
         raise UserError(f"Nothing to resume in {str(out)!r}: it has no checkpoint.keras and config.json.")
     config = TrainConfig(**json.loads(saved.read_text()))
     if args.steps is not None:
         config.steps = args.steps
-    keras.utils.set_random_seed(config.seed)
     gan = _load_checkpoint(checkpoint)
     return config, gan, int(gan.generator_optimizer.iterations)
 
 
-def _write_results(gan, config: TrainConfig, out) -> dict:
+def _write_results(gan, config: TrainConfig, task, out) -> dict:
     """quality.json, samples.png and losses.png of a finished run; returns the quality figures."""
-    import numpy as np
-    from keras import ops
+    from portable_wgangp import plots
 
-    from portable_wgangp import data, plots
-
-    generated = gan.sample(2000, seed=config.seed)
-    quality = data.toy_quality(config.dataset, generated, seed=config.seed + 1)
+    quality = task.quality(gan)
     (out / "quality.json").write_text(json.dumps(quality, indent=1) + "\n")
-    real = data.toy_samples(config.dataset, 2000, np.random.default_rng([config.seed, 2]))
-
-    def critic(points):
-        return ops.convert_to_numpy(ops.cast(gan.critic(points), "float32"))[:, 0]
-
     title = f"{config.dataset}, {int(gan.generator_optimizer.iterations)} steps"
-    plots.toy_figure(out / "samples.png", generated, real, critic, title=title)
+    task.picture(gan, out / "samples.png", title)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     plots.loss_curves(out / "losses.png", records, title=title)
     return quality
@@ -275,9 +422,13 @@ def sample(args) -> None:
     from portable_wgangp import plots
 
     gan = _load_checkpoint(args.checkpoint)
-    samples = gan.sample(args.n, seed=args.seed)
+    if args.label is not None and gan.num_classes is None:
+        raise UserError("--label needs a conditional model; this checkpoint has no classes.")
+    samples = gan.sample(args.n, seed=args.seed, labels=args.label)
     if args.out.endswith(".npy"):
         np.save(args.out, samples)
+    elif args.out.endswith(".png") and samples.ndim == 4:
+        plots.image_grid(args.out, samples, rows=int(np.ceil(np.sqrt(args.n))), title=f"{args.n} samples")
     elif args.out.endswith(".png"):
         plots.toy_figure(args.out, samples, title=f"{args.n} samples")
     else:
@@ -286,13 +437,12 @@ def sample(args) -> None:
 
 
 def evaluate(args) -> None:
-    from portable_wgangp import data
-
-    if args.dataset not in data.TOY_DATASETS:
-        raise UserError(f"Unknown dataset {args.dataset!r}; choose one of {', '.join(data.TOY_DATASETS)}.")
+    """The quality figures of a checkpoint; its run's config.json (beside it) gives the settings."""
     gan = _load_checkpoint(args.checkpoint)
-    quality = data.toy_quality(args.dataset, gan.sample(args.n, seed=args.seed), seed=args.seed + 1)
-    print(json.dumps(quality, indent=1))
+    saved = pathlib.Path(args.checkpoint).with_name("config.json")
+    values = {**dataset_defaults(args.dataset), **(json.loads(saved.read_text()) if saved.is_file() else {})}
+    values.update(dataset=args.dataset, seed=args.seed, conditional=gan.num_classes is not None)
+    print(json.dumps(make_task(TrainConfig(**values)).quality(gan, args.n), indent=1))
 
 
 def _fmt(value) -> str:

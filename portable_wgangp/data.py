@@ -7,6 +7,7 @@ stays first so that data-parallel strategies shard it, and critic update ``k`` r
 from __future__ import annotations
 
 import itertools
+import pathlib
 from collections.abc import Iterable, Iterator
 
 import keras
@@ -232,3 +233,114 @@ def toy_minibatches(name: str, batch_size: int, seed: int = 0, start: int = 0) -
     """
     for index in itertools.count(start):
         yield toy_samples(name, batch_size, np.random.default_rng([seed, index]))
+
+
+# -- image data ------------------------------------------------------------------------------------------
+
+
+def scale_images(images: np.ndarray) -> np.ndarray:
+    """Images as float32 in [-1, 1]: integer images are read as 0..255 (uint8-style) and scaled.
+
+    Float images are taken as already scaled and must lie in [-1, 1]; a ValueError says otherwise.
+    """
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.integer):
+        return (images.astype("float32") / 127.5 - 1.0).astype("float32")
+    images = images.astype("float32")
+    if images.size and (images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6):
+        raise ValueError(
+            f"Float images must lie in [-1, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+            "scale them (x / 127.5 - 1 for 0..255) or pass uint8 images."
+        )
+    return images
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8×8 digits (on disk, no download): images ``(1797, 8, 8, 1)`` in [-1, 1], labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.reshape(-1, 8, 8, 1) / 8.0 - 1.0  # pixel values are 0..16
+    return images.astype("float32"), bunch.target.astype("int32")
+
+
+def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels, if the file has ``labels`` or ``y``) from a ``.npz`` file.
+
+    ``key`` names the image array (default: ``x``, ``images`` or the only array). Images of shape
+    ``(N, H, W)`` gain a channel axis; integer images are scaled to [-1, 1].
+    """
+    try:
+        archive = np.load(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read {path!r} as a .npz file: {error}.") from error
+    names = list(archive.files)
+    if key is None:
+        key = next((k for k in ("x", "images") if k in names), names[0] if len(names) == 1 else None)
+    if key not in names:
+        raise ValueError(f"{path!r} holds arrays {names}; name the images with npz:{path}:KEY.")
+    images = archive[key]
+    images = images[..., None] if images.ndim == 3 else images
+    label_key = next((k for k in ("labels", "y") if k in names and k != key), None)
+    return scale_images(images), None if label_key is None else as_labels(archive[label_key], len(images))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def load_image_folder(folder: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """PNG/JPEG images under ``folder``, resized to ``size``×``size`` RGB, scaled to [-1, 1].
+
+    Sub-folders are classes (labels in sorted folder order); images directly in ``folder`` are
+    unlabelled. Needs Pillow.
+    """
+    from PIL import Image
+
+    root = pathlib.Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"No folder at {folder!r}; pass images:DIR with a folder of PNG or JPEG files.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    sources = [(p, classes.index(p.parent.name)) for c in classes for p in sorted((root / c).iterdir())]
+    if not classes:
+        sources = [(p, None) for p in sorted(root.iterdir())]
+    sources = [(p, label) for p, label in sources if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not sources:
+        raise ValueError(f"No PNG or JPEG images in {folder!r}.")
+    images = np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p, _ in sources]
+    )
+    labels = None if not classes else np.array([label for _, label in sources], dtype="int32")
+    return scale_images(images), labels
+
+
+def load_images(spec: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images and labels (or None) for ``digits``, ``npz:PATH[:KEY]`` or ``images:DIR``."""
+    if spec == "digits":
+        return digits()
+    kind, _, rest = spec.partition(":")
+    if kind == "npz" and rest:
+        path, _, key = rest.partition(":")
+        return load_npz(path, key or None)
+    if kind == "images" and rest:
+        return load_image_folder(rest, size)
+    raise ValueError(
+        f"Unknown dataset {spec!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY] or images:DIR."
+    )
+
+
+def array_minibatches(x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int = 0, start: int = 0):
+    """An endless stream of minibatches of in-memory data, each pass in a fresh order.
+
+    Minibatch ``i`` depends only on ``(seed, i)`` (pass ``i // per_pass`` is shuffled with
+    ``default_rng([seed, pass])``), so a resumed run sees the same data. Yields ``x_batch`` or
+    ``(x_batch, y_batch)``.
+    """
+    per_pass = len(x) // batch_size
+    if per_pass == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(x)} samples; lower it.")
+    for index in itertools.count(start):
+        number, position = divmod(index, per_pass)
+        picked = np.random.default_rng([seed, number]).permutation(len(x))[position * batch_size :][
+            :batch_size
+        ]
+        yield x[picked] if y is None else (x[picked], y[picked])

@@ -78,3 +78,28 @@ def loss_curves(path, records: Sequence[dict], title: str = "") -> pathlib.Path:
     fig.savefig(path)
     plt.close(fig)
     return pathlib.Path(path)
+
+
+def image_grid(path, images: np.ndarray, rows: int, title: str = "") -> pathlib.Path:
+    """Images ``(N, H, W, C)`` in [-1, 1] as a grid of ``rows`` rows (one row per class, say)."""
+    plt = _pyplot()
+    images = np.clip((np.asarray(images, dtype="float32") + 1.0) / 2.0, 0.0, 1.0)
+    columns = int(np.ceil(len(images) / rows))
+    height, width, channels = images.shape[1:]
+    canvas = np.ones((rows * (height + 1) + 1, columns * (width + 1) + 1, channels), dtype="float32")
+    for index, image in enumerate(images):
+        r, c = divmod(index, columns)
+        canvas[
+            1 + r * (height + 1) : 1 + r * (height + 1) + height,
+            1 + c * (width + 1) : 1 + c * (width + 1) + width,
+        ] = image
+    fig, ax = plt.subplots(figsize=(min(12, 0.5 + columns * 0.45), min(12, 0.5 + rows * 0.45)), dpi=100)
+    ax.imshow(
+        canvas[..., 0] if channels == 1 else canvas, cmap="gray" if channels == 1 else None, vmin=0, vmax=1
+    )
+    ax.axis("off")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return pathlib.Path(path)
