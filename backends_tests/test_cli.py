@@ -108,3 +108,26 @@ def test_config_resolution_order(tmp_path):
     assert (config.beta_1, config.gp_weight, config.steps) == (0.5, 0.1, 100000)  # from the paper preset
     defaults = cli.resolve_config(cli.build_parser().parse_args(["train"]))
     assert (defaults.width, defaults.n_critic, defaults.gp_weight, defaults.lr) == (128, 2, 0.1, 2e-3)
+
+
+def test_conditional_digits_end_to_end(tmp_path):
+    out = tmp_path / "digits"
+    run_cli(
+        "train", "--dataset", "digits", "--conditional", "--steps", "20", "--base", "8", "--out", str(out)
+    )
+    quality = json.loads((out / "quality.json").read_text())
+    assert {"fid", "fid_initial", "kid", "precision", "recall", "extractor", "label_accuracy"} <= set(quality)
+    assert quality["extractor"] == "digits-mlp64"
+    run_cli(
+        "sample",
+        "--checkpoint",
+        str(out / "checkpoint.keras"),
+        "--label",
+        "3",
+        "--n",
+        "12",
+        "--out",
+        str(out / "3.npy"),
+    )
+    samples = np.load(out / "3.npy")
+    assert samples.shape == (12, 8, 8, 1) and samples.min() >= -1 and samples.max() <= 1
