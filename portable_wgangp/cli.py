@@ -218,8 +218,8 @@ class ImageTask:
     def __init__(self, config: TrainConfig):
         from portable_wgangp import data
 
-        if config.model != "dcgan":
-            raise UserError(f"Unknown model {config.model!r} for images; choose dcgan.")
+        if config.model not in ("dcgan", "resnet"):
+            raise UserError(f"Unknown model {config.model!r} for images; choose dcgan or resnet.")
         self.config = config
         self.x, self.y = data.load_images(config.dataset, config.image_size)
         if config.conditional and self.y is None:
@@ -230,6 +230,13 @@ class ImageTask:
         from portable_wgangp import nets
 
         c, shape = self.config, self.x.shape[1:]
+        if c.model == "resnet":
+            if shape != (32, 32, 3):
+                raise UserError(f"--model resnet is the paper's 32×32 RGB net; the images are {shape}.")
+            return (
+                nets.resnet_generator(c.latent_dim, dim=c.base, num_classes=self.num_classes),
+                nets.resnet_critic(dim=c.base, num_classes=self.num_classes),
+            )
         return (
             nets.dcgan_generator(c.latent_dim, shape, base=c.base, num_classes=self.num_classes),
             nets.dcgan_critic(shape, base=c.base, num_classes=self.num_classes),

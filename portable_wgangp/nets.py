@@ -86,3 +86,83 @@ def dcgan_critic(image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | 
     return keras.Model(
         [images, labels], layers.Add(dtype="float32")([score, projection]), name="dcgan_projection_critic"
     )
+
+
+def _conditional_batch_norm(h, labels, num_classes: int | None):
+    """BatchNorm; with ``num_classes``, its scale and shift come from the label (conditional BN)."""
+    if not num_classes:
+        return layers.BatchNormalization()(h)
+    channels = h.shape[-1]
+    h = layers.BatchNormalization(center=False, scale=False)(h)
+    gamma = layers.Reshape((1, 1, channels))(
+        layers.Embedding(num_classes, channels, embeddings_initializer="zeros")(labels)
+    )
+    beta = layers.Reshape((1, 1, channels))(
+        layers.Embedding(num_classes, channels, embeddings_initializer="zeros")(labels)
+    )
+    return layers.Add()([layers.Multiply()([h, layers.Rescaling(1.0, offset=1.0)(gamma)]), beta])
+
+
+def _residual_block(h, channels: int, resample: str | None, labels=None, num_classes=None):
+    """gan_cifar_resnet.py's block: [norm] → ReLU → conv 3×3 → [norm] → ReLU → conv 3×3, plus a shortcut.
+
+    ``resample``: "up" (generator: nearest-neighbour ×2 before the first conv), "down" (critic: mean-pool
+    after the second conv) or None. Generator blocks normalize (conditional BN); critic blocks do not.
+    """
+    generator = resample == "up"
+    shortcut = h
+    if resample == "up":
+        shortcut = layers.UpSampling2D()(shortcut)
+    if resample or shortcut.shape[-1] != channels:
+        shortcut = layers.Conv2D(channels, 1)(shortcut)
+    if resample == "down":
+        shortcut = layers.AveragePooling2D(2)(shortcut)
+    if generator:
+        h = _conditional_batch_norm(h, labels, num_classes)
+    h = layers.ReLU()(h)
+    if resample == "up":
+        h = layers.UpSampling2D()(h)
+    h = layers.Conv2D(channels, 3, padding="same")(h)
+    if generator:
+        h = _conditional_batch_norm(h, labels, num_classes)
+    h = layers.ReLU()(h)
+    h = layers.Conv2D(channels, 3, padding="same")(h)
+    if resample == "down":
+        h = layers.AveragePooling2D(2)(h)
+    return layers.Add()([shortcut, h])
+
+
+def resnet_generator(latent_dim: int = 128, *, dim: int = 128, num_classes: int | None = None) -> keras.Model:
+    """The paper's 32×32 ResNet generator (``gan_cifar_resnet.py``): z → 4×4 → three up-blocks → 32×32×3.
+
+    With ``num_classes`` the inputs are ``[z, labels]`` and every BatchNorm is class-conditional.
+    """
+    z = keras.Input((latent_dim,), name="z")
+    labels = keras.Input((), dtype="int32", name="labels") if num_classes else None
+    h = layers.Reshape((4, 4, dim))(layers.Dense(4 * 4 * dim)(z))
+    for _ in range(3):
+        h = _residual_block(h, dim, "up", labels, num_classes)
+    h = layers.ReLU()(_conditional_batch_norm(h, labels, num_classes))
+    images = layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32")(h)
+    return keras.Model([z, labels] if num_classes else z, images, name="resnet_generator")
+
+
+def resnet_critic(*, dim: int = 128, num_classes: int | None = None) -> keras.Model:
+    """The paper's 32×32 ResNet critic, without normalization.
+
+    Two down-blocks, two plain blocks, ReLU, global mean pooling, a linear score; with ``num_classes``,
+    a projection term (inputs ``[images, labels]``).
+    """
+    images = keras.Input((32, 32, 3), name="images")
+    h = images
+    for resample in ("down", "down", None, None):
+        h = _residual_block(h, dim, resample)
+    features = layers.GlobalAveragePooling2D()(layers.ReLU()(h))
+    score = layers.Dense(1, dtype="float32")(features)
+    if not num_classes:
+        return keras.Model(images, score, name="resnet_critic")
+    labels = keras.Input((), dtype="int32", name="labels")
+    projection = layers.Dot(axes=1)([layers.Embedding(num_classes, dim)(labels), features])
+    return keras.Model(
+        [images, labels], layers.Add(dtype="float32")([score, projection]), name="resnet_projection_critic"
+    )
