@@ -1,9 +1,9 @@
 """portable-wgangp: WGAN-GP from one model code on the TensorFlow, JAX and PyTorch backends of Keras 3."""
 
-from portable_wgangp._startup import import_keras_quietly, select_default_backend
+from portable_wgangp._startup import import_quietly, select_default_backend
 
 select_default_backend()
-import_keras_quietly()
+import_quietly("keras")  # and so its backend, without TensorFlow's start-up INFO lines
 
 # ruff: noqa: E402  (keras must not be imported before the backend is chosen)
 from portable_wgangp import data, losses, nets, penalties

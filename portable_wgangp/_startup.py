@@ -5,6 +5,7 @@ installed (``pip install "portable-wgangp[jax]"``). And importing TensorFlow pri
 stderr (oneDNN, CPU features) that would bury a one-line error of the CLI.
 """
 
+import importlib
 import importlib.util
 import json
 import os
@@ -41,16 +42,16 @@ def select_default_backend() -> None:
     os.environ["KERAS_BACKEND"] = installed[0]
 
 
-def import_keras_quietly() -> None:
-    """Import keras (and so its backend) with TensorFlow's start-up INFO lines removed from stderr."""
-    if "keras" in sys.modules:
-        return
+def import_quietly(name: str):
+    """``importlib.import_module(name)`` with TensorFlow's start-up INFO lines removed from stderr."""
+    if name in sys.modules:
+        return sys.modules[name]
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import keras  # noqa: F401
+            return importlib.import_module(name)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -168,10 +168,10 @@ class TensorBoardLog(keras.callbacks.Callback):
         self.step = first_step
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
+        from portable_wgangp._startup import import_quietly
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._tf = import_quietly("tensorflow")
+        self._writer = self._tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
