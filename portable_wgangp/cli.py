@@ -52,7 +52,7 @@ FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 # Image data (digits, npz:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
 IMAGE_DEFAULTS = {
     "model": "dcgan",
-    "steps": 3000,
+    "steps": 2000,
     "batch_size": 64,
     "n_critic": 5,
     "gp_weight": 10.0,
