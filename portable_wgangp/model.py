@@ -93,7 +93,11 @@ class WGANGP(keras.Model):
         penalty_target: t, the target gradient norm of the two- and one-sided penalties.
         seed: seed of the latent vectors, interpolation weights and data order.
         num_classes: for a class-conditional GAN: the generator takes ``[z, labels]``, the critic
-            ``[samples, labels]`` (labels: integers of shape ``(batch,)``); fit takes ``(x, y)``.
+            ``[samples, labels]`` (labels: integers of shape ``(batch,)``); fit takes ``(x, y)``. A critic
+            with two outputs ``[scores, class_logits]`` and samples alone as input is an auxiliary
+            classifier (AC-WGAN, the paper's conditional CIFAR-10 model) instead.
+        ac_weight, ac_generator_weight: AC-WGAN only: weights of the class cross-entropy on real
+            samples in the critic's objective and on fake samples in the generator's (paper: 1, 0.1).
 
     The critic minimises ``mean(D(fake)) − mean(D(real)) + λ·penalty + ε_drift·mean(D(real)²)``; the
     generator minimises ``−mean(D(G(z)))``.
@@ -112,6 +116,8 @@ class WGANGP(keras.Model):
         penalty_target: float = 1.0,
         seed: int | None = None,
         num_classes: int | None = None,
+        ac_weight: float = 1.0,
+        ac_generator_weight: float = 0.1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -129,6 +135,9 @@ class WGANGP(keras.Model):
         self.penalty_target = float(penalty_target)
         self.seed = seed
         self.num_classes = None if num_classes is None else _check_positive_int("num_classes", num_classes)
+        self.auxiliary_classifier = self.num_classes is not None and len(critic.outputs) == 2
+        self.ac_weight = float(ac_weight)
+        self.ac_generator_weight = float(ac_generator_weight)
         _check_no_cross_batch_layers(critic)
         self.generator = generator
         self.critic = critic
@@ -142,7 +151,7 @@ class WGANGP(keras.Model):
         labels = ops.zeros((1,), dtype="int32")
         fake = self.generator(self._conditioned(ops.zeros((1, self.latent_dim)), labels))
         try:
-            self.critic(self._conditioned(fake, labels))
+            self.critic(fake if self.auxiliary_classifier else self._conditioned(fake, labels))
         except Exception as error:
             raise ValueError(
                 f"The critic does not accept the generator's output of shape {tuple(fake.shape)}: {error}"
@@ -158,10 +167,18 @@ class WGANGP(keras.Model):
         return inputs if self.num_classes is None else [inputs, labels]
 
     def critic_of(self, labels):
-        """The critic as a function of the samples alone, the labels held fixed (what the penalty needs)."""
+        """The critic's scores as a function of the samples alone, the labels held fixed (what the
+        penalty needs)."""
         if self.num_classes is None:
             return self.critic
+        if self.auxiliary_classifier:
+            return lambda samples, **kwargs: self.critic(samples, **kwargs)[0]
         return lambda samples, **kwargs: self.critic([samples, labels], **kwargs)
+
+    def _class_loss(self, samples, labels):
+        """AC-WGAN: mean cross-entropy of the critic's class logits for ``samples`` against ``labels``."""
+        logits = ops.cast(self.critic(samples, training=True)[1], "float32")
+        return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
     def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs) -> None:
         """Set both optimizers (None → Adam(1e-4, β₁ = 0, β₂ = 0.9)); other arguments go to Keras.
@@ -306,6 +323,8 @@ class WGANGP(keras.Model):
             loss = -estimate + self.gp_weight * penalty
             if self.drift_weight:
                 loss = loss + self.drift_weight * drift(real_scores)
+            if self.auxiliary_classifier:
+                loss = loss + self.ac_weight * self._class_loss(real, labels)
             return self.critic_optimizer.scale_loss(loss), (loss, estimate, penalty)
 
         variables = self.critic.trainable_variables
@@ -319,9 +338,10 @@ class WGANGP(keras.Model):
         critic = self.critic_of(labels)
 
         def objective():
-            loss = generator_loss(
-                critic(self.generator(self._conditioned(z, labels), training=True), training=True)
-            )
+            fake = self.generator(self._conditioned(z, labels), training=True)
+            loss = generator_loss(critic(fake, training=True))
+            if self.auxiliary_classifier:
+                loss = loss + self.ac_generator_weight * self._class_loss(fake, labels)
             return self.generator_optimizer.scale_loss(loss), loss
 
         variables = self.generator.trainable_variables
@@ -372,6 +392,8 @@ class WGANGP(keras.Model):
             "penalty_target": self.penalty_target,
             "seed": self.seed,
             "num_classes": self.num_classes,
+            "ac_weight": self.ac_weight,
+            "ac_generator_weight": self.ac_generator_weight,
         }
 
     @classmethod

@@ -61,12 +61,15 @@ def dcgan_generator(
     return keras.Model(inputs, images, name="dcgan_generator")
 
 
-def dcgan_critic(image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | None = None) -> keras.Model:
+def dcgan_critic(
+    image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | None = None, head: str = "projection"
+) -> keras.Model:
     """DCGAN critic without batch normalization: images → scores ``(batch, 1)``.
 
     Stride-2 4×4 convolutions with LayerNorm and LeakyReLU(0.2), then a linear score. With
-    ``num_classes``, the inputs are ``[images, labels]`` and the score gains the projection term
-    ⟨embed(label), features⟩ (Miyato & Koyama 2018).
+    ``num_classes`` and ``head="projection"``, the inputs are ``[images, labels]`` and the score gains
+    the projection term ⟨embed(label), features⟩ (Miyato & Koyama 2018); with ``head="ac"`` the input is
+    the images alone and the outputs are ``[scores, class_logits]`` (AC-WGAN, as in the paper).
     """
     stages = _upsamplings(image_shape)
     images = keras.Input(tuple(image_shape), name="images")
@@ -80,6 +83,12 @@ def dcgan_critic(image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | 
     score = layers.Dense(1, dtype="float32")(features)
     if not num_classes:
         return keras.Model(images, score, name="dcgan_critic")
+    if head == "ac":
+        return keras.Model(
+            images, [score, layers.Dense(num_classes, dtype="float32")(features)], name="dcgan_ac_critic"
+        )
+    if head != "projection":
+        raise ValueError(f"Unknown critic head {head!r}; choose projection or ac.")
     labels = keras.Input((), dtype="int32", name="labels")
     embedded = layers.Embedding(num_classes, features.shape[-1])(labels)
     projection = layers.Dot(axes=1)([embedded, features])
