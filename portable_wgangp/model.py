@@ -317,8 +317,12 @@ class WGANGP(keras.Model):
             real_scores = critic(real, training=True)
             fake_scores = critic(fake, training=True)
             estimate = wasserstein_estimate(real_scores, fake_scores)
-            penalty = gradient_penalty(
-                critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
+            penalty = (  # gp_weight 0: no penalty to compute (logged as 0)
+                gradient_penalty(
+                    critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
+                )
+                if self.gp_weight
+                else ops.zeros((), "float32")
             )
             loss = -estimate + self.gp_weight * penalty
             if self.drift_weight:
