@@ -141,7 +141,8 @@ def make_keras_io_step(spec):
             self.d_optimizer = keras.optimizers.Adam(LR, beta_1=BETA_1, beta_2=BETA_2)
             self.g_optimizer = keras.optimizers.Adam(LR, beta_1=BETA_1, beta_2=BETA_2)
 
-        def train_step(self, real):
+        def train_step(self, data):
+            real = data[0] if isinstance(data, tuple) else data
             batch = tf.shape(real)[0]
             for _ in range(spec.n_critic):
                 z = tf.random.normal((batch, spec.latent_dim))

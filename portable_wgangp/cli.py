@@ -190,11 +190,12 @@ class ToyTask:
         c = self.config
         return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
 
-    def quality(self, gan) -> dict:
+    def quality(self, gan, n: int = 2000) -> dict:
+        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples."""
         from portable_wgangp import data
 
         return data.toy_quality(
-            self.config.dataset, gan.sample(2000, seed=self.config.seed), seed=self.config.seed + 1
+            self.config.dataset, gan.sample(n, seed=self.config.seed), seed=self.config.seed + 1
         )
 
     def picture(self, gan, path, title: str) -> None:
