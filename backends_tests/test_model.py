@@ -200,3 +200,20 @@ def test_training_state_holds_exactly_both_optimizers():
     gan.compile()
     expected = gan.generator_optimizer.variables + gan.critic_optimizer.variables
     assert [id(v) for v in gan.optimizer.variables] == [id(v) for v in expected]
+
+
+def test_latent_dim_that_does_not_match_the_generator_names_latent_dim():
+    with pytest.raises(ValueError, match="latent_dim is 3 but the generator takes latent vectors of size 2"):
+        pw.WGANGP(mlp(2, 2), mlp(2, 1), 3)
+
+
+def test_generator_output_the_critic_refuses_names_the_shape():
+    with pytest.raises(ValueError, match=r"does not accept the generator's output of shape \(1, 2\)"):
+        pw.WGANGP(mlp(2, 2), mlp(3, 1), 2)
+
+
+def test_data_of_another_shape_than_the_generator_output_names_both_shapes():
+    gan = toy_gan()
+    gan.compile()
+    with pytest.raises(ValueError, match=r"samples have shape \(3,\) but the generator makes \(2,\)"):
+        gan.fit(np.zeros((256, 3), "float32"), batch_size=16, verbose=0)

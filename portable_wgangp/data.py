@@ -16,7 +16,7 @@ import numpy as np
 DEFAULT_BATCH_SIZE = 64
 
 
-def _is_array(x) -> bool:
+def is_array(x) -> bool:
     """Numpy arrays, lists and framework tensors (anything with ``__array__`` and a shape)."""
     return isinstance(x, list) or (hasattr(x, "__array__") and hasattr(x, "shape"))
 
@@ -156,7 +156,7 @@ def critic_rounds(
     global and must divide by ``num_replicas``; this process feeds the share ``shard = (index, count)``
     of each round (see `portable_wgangp.distribution.input_shard`). ``y``: labels of array data.
     """
-    if _is_array(x):
+    if is_array(x):
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_divisible(batch_size, num_replicas)
         return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard, y=y), None

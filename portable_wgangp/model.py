@@ -149,7 +149,14 @@ class WGANGP(keras.Model):
     def _build_networks(self) -> None:
         """Build both networks on one latent vector; check that the critic accepts the generator's output."""
         labels = ops.zeros((1,), dtype="int32")
+        expected = getattr(self.generator, "inputs", None)
+        if expected and expected[0].shape[-1] not in (None, self.latent_dim):
+            raise ValueError(
+                f"latent_dim is {self.latent_dim} but the generator takes latent vectors of size "
+                f"{expected[0].shape[-1]}; pass latent_dim={expected[0].shape[-1]}."
+            )
         fake = self.generator(self._conditioned(ops.zeros((1, self.latent_dim)), labels))
+        self.sample_shape = tuple(fake.shape[1:])
         try:
             self.critic(fake if self.auxiliary_classifier else self._conditioned(fake, labels))
         except Exception as error:
@@ -235,6 +242,11 @@ class WGANGP(keras.Model):
         if not self.compiled:
             raise RuntimeError(
                 "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
+            )
+        if data.is_array(x) and tuple(np.shape(x)[1:]) != self.sample_shape:
+            raise ValueError(
+                f"The data's samples have shape {tuple(np.shape(x)[1:])} but the generator makes "
+                f"{self.sample_shape}; reshape the data or change the generator's output."
             )
         rounds, steps = data.critic_rounds(
             x,
