@@ -182,3 +182,21 @@ class TensorBoardLog(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.close()
+
+
+class Every(keras.callbacks.Callback):
+    """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say).
+
+    Touches the model only then, so JAX's training state is synced only then.
+    """
+
+    def __init__(self, every: int, action, first_step: int = 0):
+        super().__init__()
+        self.every = every
+        self.action = action
+        self.step = first_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every and self.step % self.every == 0:
+            self.action(self.model, self.step)

@@ -376,6 +376,13 @@ def train(args) -> None:
                 callbacks=[
                     callbacks.MetricsLog(out / "metrics.jsonl", first_step=done),
                     callbacks.Checkpoint(out / "checkpoint.keras", config.checkpoint_every, first_step=done),
+                    callbacks.Every(
+                        config.checkpoint_every,
+                        lambda model, step: task.picture(
+                            model, out / "samples.png", f"{config.dataset}, {step} steps"
+                        ),
+                        first_step=done,
+                    ),
                     *([] if args.quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
                     *(
                         [callbacks.TensorBoardLog(out / "tensorboard", first_step=done)]
