@@ -73,3 +73,13 @@ def test_float_images_out_of_range_are_refused():
 def test_unknown_dataset_names_the_choices():
     with pytest.raises(ValueError, match="npz:PATH"):
         data.load_images("cifar10")
+
+
+def test_extractor_choice_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Inception weights there
+    assert not metrics.InceptionFeatures.available()
+    assert isinstance(metrics.default_extractor("digits"), metrics.DigitsFeatures)
+    assert isinstance(metrics.default_extractor("images:x"), metrics.PixelFeatures)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / metrics.InceptionFeatures.WEIGHTS).write_bytes(b"")
+    assert metrics.InceptionFeatures.available()

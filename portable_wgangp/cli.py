@@ -253,7 +253,7 @@ class ImageTask:
     def _extractor(self):
         from portable_wgangp import metrics
 
-        return metrics.DigitsFeatures() if self.config.dataset == "digits" else metrics.PixelFeatures()
+        return metrics.default_extractor(self.config.dataset)
 
     def _labels(self, n: int):
         import numpy as np

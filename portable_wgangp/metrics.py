@@ -146,3 +146,53 @@ def image_quality(real: np.ndarray, generated: np.ndarray, extractor) -> dict:
         "recall": recall,
         "extractor": extractor.name,
     }
+
+
+class InceptionFeatures:
+    """Inception-v3 pool features (standard FID), used only when Keras's weight file is already on disk.
+
+    Never downloads: the file ``$KERAS_HOME/models/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``
+    must exist (`available`). Images are resized to 299×299 RGB; runs on the active backend.
+    """
+
+    name = "inception-v3"
+    WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+    @classmethod
+    def weights_path(cls):
+        import os
+        import pathlib
+
+        home = pathlib.Path(os.environ.get("KERAS_HOME", pathlib.Path.home() / ".keras"))
+        return home / "models" / cls.WEIGHTS
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.weights_path().is_file()
+
+    def __init__(self):
+        import keras
+
+        self.model = keras.applications.InceptionV3(
+            include_top=False, weights=str(self.weights_path()), pooling="avg", input_shape=(299, 299, 3)
+        )
+
+    def __call__(self, images: np.ndarray, batch_size: int = 50) -> np.ndarray:
+        from keras import ops
+
+        images = np.asarray(images, dtype="float32")
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            resized = ops.image.resize(images[start : start + batch_size], (299, 299))
+            chunks.append(ops.convert_to_numpy(self.model(resized, training=False)))
+        return np.concatenate(chunks).astype("float64")
+
+
+def default_extractor(dataset: str):
+    """digits → `DigitsFeatures`; other images → `InceptionFeatures` when its weights are on disk, else
+    `PixelFeatures`."""
+    if dataset == "digits":
+        return DigitsFeatures()
+    return InceptionFeatures() if InceptionFeatures.available() else PixelFeatures()
