@@ -415,7 +415,16 @@ def _resume(out, args):
     if args.steps is not None:
         config.steps = args.steps
     gan = _load_checkpoint(checkpoint)
-    return config, gan, int(gan.generator_optimizer.iterations)
+    done = int(gan.generator_optimizer.iterations)
+    _truncate_metrics(out / "metrics.jsonl", done)
+    return config, gan, done
+
+
+def _truncate_metrics(path, done: int) -> None:
+    """Drop the records of steps after ``done`` (logged after the checkpoint by a run that then died)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= done]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _write_results(gan, config: TrainConfig, task, out) -> dict:

@@ -18,7 +18,7 @@ from portable_wgangp.callbacks import NonFiniteGuard
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_penalty, uniform_epsilon
 
-METRIC_NAMES = ("critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss")
+_SEED_STATE = "seed_generator_state"
 
 
 def default_optimizer() -> keras.optimizers.Optimizer:
@@ -426,6 +426,17 @@ class WGANGP(keras.Model):
         for name in ("generator", "critic"):
             config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
+
+    def save_own_variables(self, store) -> None:
+        """Keras saves no `SeedGenerator` state; ours is saved too, so a resumed run draws the same noise."""
+        super().save_own_variables(store)
+        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store) -> None:
+        keys = list(store.keys())
+        if _SEED_STATE in keys:
+            self.seed_generator.state.assign(store[_SEED_STATE])
+        super().load_own_variables({key: store[key] for key in keys if key != _SEED_STATE})
 
     def get_compile_config(self) -> dict | None:
         if not self.compiled:
