@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
 
+import portable_wgangp  # noqa: F401  (registers WGANGP for load_model)
 from portable_wgangp import cli
 
 RUN_FILES = ("checkpoint.keras", "metrics.jsonl", "quality.json", "samples.png", "losses.png", "config.json")
@@ -75,6 +77,8 @@ def test_resume_continues_from_the_saved_step(short_run, tmp_path):
     run_cli("train", "--resume", "--steps", "80", "--out", str(tmp_path))
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 81))
+    gan = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert gan.generator_optimizer.get_config()["learning_rate"]["config"]["decay_steps"] == 80  # re-planned
 
 
 @pytest.mark.parametrize(

@@ -333,15 +333,18 @@ def build_gan(config: TrainConfig, task):
     )
 
     def adam(updates):
-        rate = config.lr
-        if config.lr_decay == "linear":
-            rate = keras.optimizers.schedules.PolynomialDecay(
-                config.lr, updates, end_learning_rate=0.0, power=1.0
-            )
+        rate = _linear_decay(config, updates) if config.lr_decay == "linear" else config.lr
         return keras.optimizers.Adam(rate, beta_1=config.beta_1, beta_2=config.beta_2)
 
     gan.compile(generator_optimizer=adam(config.steps), critic_optimizer=adam(config.steps * config.n_critic))
     return gan
+
+
+def _linear_decay(config: TrainConfig, updates: int):
+    """``config.lr`` decayed linearly to 0 over ``updates`` optimizer updates."""
+    import keras
+
+    return keras.optimizers.schedules.PolynomialDecay(config.lr, updates, end_learning_rate=0.0, power=1.0)
 
 
 def train(args) -> None:
@@ -412,9 +415,12 @@ def _resume(out, args):
     if not checkpoint.is_file() or not saved.is_file():
         raise UserError(f"Nothing to resume in {str(out)!r}: it has no checkpoint.keras and config.json.")
     config = TrainConfig(**json.loads(saved.read_text()))
-    if args.steps is not None:
-        config.steps = args.steps
     gan = _load_checkpoint(checkpoint)
+    if args.steps is not None and args.steps != config.steps:
+        config.steps = args.steps
+        if config.lr_decay == "linear":  # decay over the new length, as if the run had been planned so
+            gan.generator_optimizer.learning_rate = _linear_decay(config, config.steps)
+            gan.critic_optimizer.learning_rate = _linear_decay(config, config.steps * config.n_critic)
     done = int(gan.generator_optimizer.iterations)
     _truncate_metrics(out / "metrics.jsonl", done)
     return config, gan, done
