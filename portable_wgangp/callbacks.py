@@ -129,7 +129,25 @@ def save_atomically(model: keras.Model, path) -> pathlib.Path:
     return path
 
 
-class Checkpoint(keras.callbacks.Callback):
+class Every(keras.callbacks.Callback):
+    """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say).
+
+    Touches the model only then, so JAX's training state is synced only then.
+    """
+
+    def __init__(self, every: int, action, first_step: int = 0):
+        super().__init__()
+        self.every = every
+        self.action = action
+        self.step = first_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every and self.step % self.every == 0:
+            self.action(self.model, self.step)
+
+
+class Checkpoint(Every):
     """Saves the whole model (both networks, both optimizers, the seed state) every ``every`` steps.
 
     The file is replaced atomically; the step is the generator optimizer's iteration count, so a run
@@ -138,15 +156,8 @@ class Checkpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, path, every: int, first_step: int = 0):
-        super().__init__()
+        super().__init__(every, lambda model, step: save_atomically(model, path), first_step)
         self.path = path
-        self.every = every
-        self.step = first_step
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.every and self.step % self.every == 0:
-            save_atomically(self.model, self.path)
 
 
 def tensorboard_available() -> bool:
@@ -182,21 +193,3 @@ class TensorBoardLog(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.close()
-
-
-class Every(keras.callbacks.Callback):
-    """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say).
-
-    Touches the model only then, so JAX's training state is synced only then.
-    """
-
-    def __init__(self, every: int, action, first_step: int = 0):
-        super().__init__()
-        self.every = every
-        self.action = action
-        self.step = first_step
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.every and self.step % self.every == 0:
-            self.action(self.model, self.step)
