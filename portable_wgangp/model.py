@@ -330,7 +330,7 @@ class WGANGP(keras.Model):
         """
         batch_size = ops.shape(real)[0]
         z = self._local_noise(self.latent_vectors, batch_size)
-        fake = ops.stop_gradient(self.generator(self._conditioned(z, labels), training=True))
+        fake = backend.constant(lambda: self.generator(self._conditioned(z, labels), training=True))
         epsilon = self._local_noise(self.interpolation_weights, batch_size)
         critic = self.critic_of(labels)
 

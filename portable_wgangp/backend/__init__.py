@@ -8,6 +8,8 @@ Each module provides the same functions:
   ``(loss, aux, grads)`` with one gradient per variable (zeros where ``loss`` does not depend on it).
   Under data parallelism, the gradients that make the optimizer's update that of the global mean loss.
 - ``apply_gradients(optimizer, grads, variables)``: the optimizer's update, inside or outside a step.
+- ``constant(fn)``: ``fn()`` as a constant of the step: no gradient flows back through it (torch does not
+  even record its graph).
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
 
@@ -36,6 +38,7 @@ else:
     )
 
 apply_gradients = _module.apply_gradients
+constant = _module.constant
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
 local_data = _module.local_data
@@ -47,6 +50,7 @@ value_and_grad = _module.value_and_grad
 
 __all__ = [
     "apply_gradients",
+    "constant",
     "global_mean",
     "input_gradient",
     "local_data",

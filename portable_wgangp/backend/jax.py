@@ -21,6 +21,11 @@ def input_gradient(fn, x):
     return jax.grad(lambda points: jnp.sum(fn(points).astype(jnp.float32)))(jnp.asarray(x))
 
 
+def constant(fn):
+    """``fn()`` behind `jax.lax.stop_gradient`."""
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, fn())
+
+
 def num_replicas() -> int:
     """The step sees global arrays (jit shards them): one replica as far as its code is concerned."""
     return 1

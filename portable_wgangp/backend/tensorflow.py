@@ -17,6 +17,11 @@ def input_gradient(fn, x):
     return tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
+def constant(fn):
+    """``fn()`` behind `tf.stop_gradient`."""
+    return tf.nest.map_structure(tf.stop_gradient, fn())
+
+
 def _replica_context():
     """The replica context of a step under a strategy, else None (also outside any strategy)."""
     context = tf.distribute.get_replica_context()
