@@ -3,8 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import numpy
-from conftest import assert_close, tensor
+from conftest import assert_close, numpy, tensor
 
 import portable_wgangp as pw
 from portable_wgangp import nets

@@ -15,6 +15,7 @@ TensorFlow rows, ``penalty_overhead`` (ours with the penalty / ours with gp_weig
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -38,10 +39,15 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--models", nargs="+", default=["mlp", "dcgan"], choices=["mlp", "dcgan"])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="time the mlp at batch sizes 64/256/1024 (width 512) and widths 128/512/1024 (batch 256)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        rows = [time_model(name, args.quick) for name in args.models]
+        rows = [time_model(spec, args.quick) for spec in specs_to_time(args.models, args.scaling)]
         pathlib.Path(args.json).write_text(json.dumps(rows))
         return
     rows = []
@@ -58,6 +64,7 @@ def main() -> None:
                 *args.models,
             ]
             command += ["--quick"] if args.quick else []
+            command += ["--scaling"] if args.scaling else []
             env = {
                 **os.environ,
                 "KERAS_BACKEND": backend,
@@ -65,12 +72,35 @@ def main() -> None:
             }
             subprocess.run(command, env=env, check=True)
             rows += json.loads(out.read_text())
-    print(table(rows))
+    print(table(rows, args.scaling))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def table(rows) -> str:
+def specs_to_time(models, scaling: bool) -> list:
+    """The specs a worker times: the named models, or the mlp's batch-size and width grid."""
+    from specs import SPECS
+
+    if not scaling:
+        return [SPECS[name] for name in models]
+    mlp = SPECS["mlp"]
+    return [dataclasses.replace(mlp, batch=batch) for batch in (64, 256, 1024)] + [
+        dataclasses.replace(mlp, width=width) for width in (128, 1024)
+    ]
+
+
+def table(rows, scaling: bool = False) -> str:
+    if scaling:
+        lines = [
+            "| backend | batch | width | ours ms | native ms | ratio |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['backend']} | {r['batch']} | {r['width']} | {r['ours_ms']:.1f} | {r['native_ms']:.1f} "
+            f"| {r['ratio']:.2f} |"
+            for r in rows
+        ]
+        return "\n".join(lines)
     lines = [
         "| backend | model | ours ms | native ms | ratio | keras-io ms | penalty overhead | first step s "
         "| peak RSS MB |",
@@ -105,15 +135,14 @@ class BlockTimer:
         return Timer()
 
 
-def time_model(name: str, quick: bool) -> dict:
+def time_model(spec, quick: bool) -> dict:
     import keras
     import numpy as np
     from native import MAKERS, make_keras_io_step
-    from specs import SPECS
 
     import portable_wgangp as pw
 
-    spec = SPECS[name]
+    name = spec.name
     backend = keras.backend.backend()
     steps = {"mlp": 10, "dcgan": 3}[name] if quick else {"mlp": 30, "dcgan": 10}[name]
     repetitions = 3 if quick else 7
@@ -165,6 +194,7 @@ def time_model(name: str, quick: bool) -> dict:
         "model": name,
         "batch": spec.batch,
         "n_critic": spec.n_critic,
+        "width": spec.width,
         "ours_ms": ms["ours"],
         "native_ms": ms["native"],
         "ratio": ms["ours"] / ms["native"],

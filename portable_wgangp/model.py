@@ -177,7 +177,7 @@ class WGANGP(keras.Model):
         """The critic's scores as a function of the samples alone, the labels held fixed (what the
         penalty needs)."""
         if self.num_classes is None:
-            return self.critic
+            return lambda samples, **kwargs: backend.forward(self.critic, samples, **kwargs)
         if self.auxiliary_classifier:
             return lambda samples, **kwargs: self.critic(samples, **kwargs)[0]
         return lambda samples, **kwargs: self.critic([samples, labels], **kwargs)
@@ -330,7 +330,9 @@ class WGANGP(keras.Model):
         """
         batch_size = ops.shape(real)[0]
         z = self._local_noise(self.latent_vectors, batch_size)
-        fake = backend.constant(lambda: self.generator(self._conditioned(z, labels), training=True))
+        fake = backend.constant(
+            lambda: backend.forward(self.generator, self._conditioned(z, labels), training=True)
+        )
         epsilon = self._local_noise(self.interpolation_weights, batch_size)
         critic = self.critic_of(labels)
 
@@ -362,7 +364,7 @@ class WGANGP(keras.Model):
         critic = self.critic_of(labels)
 
         def objective():
-            fake = self.generator(self._conditioned(z, labels), training=True)
+            fake = backend.forward(self.generator, self._conditioned(z, labels), training=True)
             loss = generator_loss(critic(fake, training=True))
             if self.auxiliary_classifier:
                 loss = loss + self.ac_generator_weight * self._class_loss(fake, labels)

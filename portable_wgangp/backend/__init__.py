@@ -10,6 +10,7 @@ Each module provides the same functions:
 - ``apply_gradients(optimizer, grads, variables)``: the optimizer's update, inside or outside a step.
 - ``constant(fn)``: ``fn()`` as a constant of the step: no gradient flows back through it (torch does not
   even record its graph).
+- ``forward(model, inputs, **kwargs)``: ``model(inputs, **kwargs)``, the way the step calls its networks.
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
 
@@ -39,6 +40,7 @@ else:
 
 apply_gradients = _module.apply_gradients
 constant = _module.constant
+forward = _module.forward
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
 local_data = _module.local_data
@@ -51,6 +53,7 @@ value_and_grad = _module.value_and_grad
 __all__ = [
     "apply_gradients",
     "constant",
+    "forward",
     "global_mean",
     "input_gradient",
     "local_data",

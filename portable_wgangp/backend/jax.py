@@ -26,6 +26,11 @@ def constant(fn):
     return jax.tree_util.tree_map(jax.lax.stop_gradient, fn())
 
 
+def forward(model, inputs, **kwargs):
+    """``model(inputs, **kwargs)``: traced once, so Keras's per-call bookkeeping costs nothing per step."""
+    return model(inputs, **kwargs)
+
+
 def num_replicas() -> int:
     """The step sees global arrays (jit shards them): one replica as far as its code is concerned."""
     return 1

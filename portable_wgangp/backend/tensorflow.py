@@ -22,6 +22,11 @@ def constant(fn):
     return tf.nest.map_structure(tf.stop_gradient, fn())
 
 
+def forward(model, inputs, **kwargs):
+    """``model(inputs, **kwargs)``: traced once, so Keras's per-call bookkeeping costs nothing per step."""
+    return model(inputs, **kwargs)
+
+
 def _replica_context():
     """The replica context of a step under a strategy, else None (also outside any strategy)."""
     context = tf.distribute.get_replica_context()
