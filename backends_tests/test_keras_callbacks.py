@@ -58,6 +58,48 @@ def test_backup_and_restore_continues_an_interrupted_fit(tmp_path):
     assert int(fresh.critic_optimizer.iterations) == 2 * 4 * 4
 
 
+def test_backup_and_restore_resume_equals_the_uninterrupted_fit(tmp_path):
+    """Interrupted after epoch 2 of 4 and resumed from the backup by a fresh process-like model: the
+    weights and both optimizers' states equal those of one uninterrupted fit (data order, noise and
+    optimizer state all continue where they stopped)."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    keras.utils.set_random_seed(0)  # the same initial weights
+    uninterrupted, x = gan_and_data()
+    uninterrupted.fit(x, batch_size=32, epochs=4, verbose=0)
+    keras.utils.set_random_seed(0)  # the same initial weights
+    interrupted, _ = gan_and_data()
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(
+            x,
+            batch_size=32,
+            epochs=4,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup"), Interrupt()],
+        )
+    keras.utils.set_random_seed(0)  # the same initial weights
+    resumed, _ = gan_and_data()
+    history = resumed.fit(
+        x,
+        batch_size=32,
+        epochs=4,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup")],
+    )
+    assert history.epoch == [2, 3]
+    ours = resumed.variables + resumed.optimizer.variables
+    theirs = uninterrupted.variables + uninterrupted.optimizer.variables
+    assert [tuple(v.shape) for v in ours] == [tuple(v.shape) for v in theirs]
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7, err_msg=a.path
+        )
+
+
 def test_tensorboard_logs_the_four_metrics(tmp_path):
     pytest.importorskip(
         "tensorflow", reason="Keras's TensorBoard callback writes through tf.summary (TF only)"

@@ -13,6 +13,19 @@ import time
 import keras
 
 
+class EpochOrder(keras.callbacks.Callback):
+    """Keeps an epoch-ordered dataset (`data.ArrayRounds`) on the epoch `fit` is in, also when `fit`
+    starts later than epoch 0 (``initial_epoch``, or a `keras.callbacks.BackupAndRestore` resume)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.dataset.epoch != epoch:
+            self.dataset.set_epoch(epoch)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training with `FloatingPointError` at the first step that logs a non-finite value.
 

@@ -49,8 +49,9 @@ class ArrayRounds(keras.utils.PyDataset):
     """Rounds drawn from in-memory samples (and labels ``y``) without replacement, reshuffled every epoch.
 
     Each epoch holds ``len(x) // (batch_size * n_critic)`` rounds; the few samples left over differ from
-    epoch to epoch when ``shuffle`` is on. A round is ``(x_round,)``, or ``(x_round, y_round)`` with
-    labels of shape ``(batch, n_critic)``.
+    epoch to epoch when ``shuffle`` is on. Epoch e's order is a permutation drawn from ``(seed, e)``
+    alone, so a run resumed at epoch e (`set_epoch`) sees the rounds the uninterrupted run saw. A round is
+    ``(x_round,)``, or ``(x_round, y_round)`` with labels of shape ``(batch, n_critic)``.
     """
 
     def __init__(
@@ -70,8 +71,8 @@ class ArrayRounds(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.n_critic = n_critic
         self.shuffle = shuffle
-        self._rng = np.random.default_rng(seed)
-        self._order = self._new_order()
+        self._seed = np.random.SeedSequence(seed).entropy  # seed None: a base drawn once, here
+        self.set_epoch(0)
         per_round = batch_size * n_critic
         if len(self.x) < per_round:
             raise ValueError(
@@ -79,8 +80,13 @@ class ArrayRounds(keras.utils.PyDataset):
                 f"samples, but only {len(self.x)} were given; lower batch_size or n_critic."
             )
 
-    def _new_order(self) -> np.ndarray:
-        return self._rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch ``epoch``'s rounds from now on."""
+        self.epoch = epoch
+        if self.shuffle:
+            self._order = np.random.default_rng([self._seed, epoch]).permutation(len(self.x))
+        else:
+            self._order = np.arange(len(self.x))
 
     def __len__(self) -> int:
         return len(self.x) // (self.batch_size * self.n_critic)
@@ -97,7 +103,7 @@ class ArrayRounds(keras.utils.PyDataset):
         return process_share(rounds, self.shard)
 
     def on_epoch_end(self) -> None:
-        self._order = self._new_order()
+        self.set_epoch(self.epoch + 1)
 
 
 def group_minibatches(

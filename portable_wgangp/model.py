@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from portable_wgangp import backend, data, distribution
-from portable_wgangp.callbacks import NonFiniteGuard
+from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_penalty, uniform_epsilon
 
@@ -264,6 +264,8 @@ class WGANGP(keras.Model):
         if kwargs.get("steps_per_epoch") is None:
             kwargs["steps_per_epoch"] = steps
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
+        if isinstance(rounds, data.ArrayRounds):
+            kwargs["callbacks"].append(EpochOrder(rounds))
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
