@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -135,3 +136,25 @@ def test_conditional_digits_end_to_end(tmp_path):
     )
     samples = np.load(out / "3.npy")
     assert samples.shape == (12, 8, 8, 1) and samples.min() >= -1 and samples.max() <= 1
+
+
+@pytest.mark.parametrize("fixture", ["toy_tensorflow", "digits_torch"])
+def test_a_checkpoint_written_on_another_backend_samples_the_same(fixture, tmp_path):
+    """`train` checkpoints written on TensorFlow (toy MLP) and on torch (DCGAN, channels_first there) give,
+    through `sample` here, the samples the writing backend drew (see make_cli_fixtures.py)."""
+    data = pathlib.Path(__file__).resolve().parent / "data"
+    out = tmp_path / "samples.npy"
+    run_cli(
+        "sample",
+        "--checkpoint",
+        str(data / f"{fixture}.keras"),
+        "--n",
+        "16",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    )
+    expected = np.load(data / f"{fixture}_samples.npy")
+    assert np.load(out).shape == expected.shape
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-5)

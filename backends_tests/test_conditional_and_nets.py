@@ -83,11 +83,6 @@ def test_dcgan_nets_build_train_two_steps_and_round_trip(size, tmp_path):
 def test_dcgan_generator_computes_the_same_images_in_either_layout(classes):
     """The weights do not depend on the layout the convolutions run in (`fast_data_format` picks it per
     backend), so a generator trained on one backend makes the same images on another."""
-    if keras.backend.backend() == "tensorflow":
-        pytest.skip(
-            "Keras 3.15's TensorFlow Conv2DTranspose adds its bias along the wrong axis in channels_first "
-            "(found by this test); fast_data_format never picks channels_first on TensorFlow."
-        )
     inputs = [RNG.normal(size=(4, 16)).astype("float32")]
     if classes:
         inputs.append(np.array([0, 1, 2, 1], dtype="int32"))

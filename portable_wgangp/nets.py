@@ -77,8 +77,15 @@ def dcgan_generator(
         h = layers.Permute((3, 1, 2))(h)
     h = layers.ReLU()(layers.BatchNormalization(axis=channel_axis)(h))
     for stage in range(stages):
+        # No bias: the BatchNorm after it has its own shift (and Keras 3.15's TensorFlow Conv2DTranspose
+        # adds a channels_first bias along the wrong axis, so a torch-written generator would differ there).
         h = layers.Conv2DTranspose(
-            base * 2 ** (stages - 1 - stage), 4, strides=2, padding="same", data_format=data_format
+            base * 2 ** (stages - 1 - stage),
+            4,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            data_format=data_format,
         )(h)
         h = layers.ReLU()(layers.BatchNormalization(axis=channel_axis)(h))
     images = layers.Conv2D(
@@ -86,7 +93,7 @@ def dcgan_generator(
     )(h)
     if channels_first:
         images = layers.Permute((2, 3, 1), dtype="float32")(images)
-    return keras.Model(inputs, images, name="dcgan_generator")
+    return keras.Model(inputs if num_classes else z, images, name="dcgan_generator")
 
 
 def dcgan_critic(
