@@ -66,3 +66,15 @@ def test_resume_after_sigkill_mid_run_gives_the_weights_of_an_uninterrupted_run(
     assert_same_weights(final_weights(out), final_weights(tmp_path / "whole"))
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, 401))
+
+
+def test_the_same_seed_gives_bitwise_the_same_weights(tmp_path):
+    """Determinism on CPU: two processes training with the same seed end with identical bits (weights and
+    optimizer state); another seed gives other weights."""
+    short = ["--steps", "50", *FLAGS[2:]]
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        train(tmp_path / name, *short, "--seed", seed)
+    a, b, c = (final_weights(tmp_path / name) for name in "abc")
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
