@@ -8,6 +8,7 @@ import pytest
 from conftest import numpy
 
 import portable_wgangp as pw
+from portable_wgangp.callbacks import save_atomically
 from portable_wgangp.nets import mlp
 
 
@@ -159,6 +160,18 @@ def test_non_finite_loss_stops_fit_naming_step_and_metric():
         FloatingPointError, match=r"(critic_loss|wasserstein_estimate|gradient_penalty).* step 1"
     ):
         gan.fit(x, batch_size=64, epochs=1, verbose=0)
+
+
+def test_a_non_finite_weight_is_never_checkpointed(tmp_path):
+    gan = toy_gan()
+    gan.compile()
+    path = save_atomically(gan, tmp_path / "checkpoint.keras")
+    good = path.read_bytes()
+    kernel = gan.critic.trainable_variables[0]
+    kernel.assign(keras.ops.full(kernel.shape, float("inf")))
+    with pytest.raises(FloatingPointError, match=r"Not saving checkpoint\.keras: .*kernel holds non-finite"):
+        save_atomically(gan, path)
+    assert path.read_bytes() == good
 
 
 @pytest.mark.parametrize(

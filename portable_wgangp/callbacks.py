@@ -11,6 +11,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -134,8 +135,18 @@ _SHORT = {
 
 
 def save_atomically(model: keras.Model, path) -> pathlib.Path:
-    """``model.save(path)`` through a temporary file and a rename: a crash never leaves half a file."""
+    """``model.save(path)`` through a temporary file and a rename: a crash never leaves half a file.
+
+    A model holding a non-finite weight is not saved (`FloatingPointError`): the file keeps its last good
+    state. (`NonFiniteGuard` stops on non-finite losses; this catches an update that diverged after them.)
+    """
     path = pathlib.Path(path)
+    for weight in model.weights:
+        if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+            raise FloatingPointError(
+                f"Not saving {path.name}: {weight.path} holds non-finite values (the last update diverged); "
+                "lower the learning rate and resume from the previous checkpoint."
+            )
     temporary = path.with_name(f".{path.stem}.partial.keras")
     model.save(temporary)
     os.replace(temporary, path)
