@@ -35,38 +35,16 @@ def test_model_checkpoint_and_metrics_log(tmp_path):
     assert json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])["step"] == 8
 
 
-def test_backup_and_restore_continues_an_interrupted_fit(tmp_path):
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    gan, x = gan_and_data()
-    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
-    with pytest.raises(KeyboardInterrupt):
-        gan.fit(x, batch_size=32, epochs=4, verbose=0, callbacks=[backup, Interrupt()])
-    fresh, _ = gan_and_data()
-    history = fresh.fit(
-        x,
-        batch_size=32,
-        epochs=4,
-        verbose=0,
-        callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup")],
-    )
-    assert len(history.epoch) == 2  # epochs 3 and 4 only
-    assert int(fresh.generator_optimizer.iterations) == 4 * 4
-    assert int(fresh.critic_optimizer.iterations) == 2 * 4 * 4
+class InterruptAfterEpoch2(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
 
 
 def test_backup_and_restore_resume_equals_the_uninterrupted_fit(tmp_path):
     """Interrupted after epoch 2 of 4 and resumed from the backup by a fresh process-like model: the
     weights and both optimizers' states equal those of one uninterrupted fit (data order, noise and
     optimizer state all continue where they stopped)."""
-
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
 
     keras.utils.set_random_seed(0)  # the same initial weights
     uninterrupted, x = gan_and_data()
@@ -79,7 +57,7 @@ def test_backup_and_restore_resume_equals_the_uninterrupted_fit(tmp_path):
             batch_size=32,
             epochs=4,
             verbose=0,
-            callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup"), Interrupt()],
+            callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup"), InterruptAfterEpoch2()],
         )
     keras.utils.set_random_seed(0)  # the same initial weights
     resumed, _ = gan_and_data()
@@ -90,7 +68,9 @@ def test_backup_and_restore_resume_equals_the_uninterrupted_fit(tmp_path):
         verbose=0,
         callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup")],
     )
-    assert history.epoch == [2, 3]
+    assert history.epoch == [2, 3]  # epochs 3 and 4 only
+    assert int(resumed.generator_optimizer.iterations) == 4 * 4
+    assert int(resumed.critic_optimizer.iterations) == 2 * 4 * 4
     ours = resumed.variables + resumed.optimizer.variables
     theirs = uninterrupted.variables + uninterrupted.optimizer.variables
     assert [tuple(v.shape) for v in ours] == [tuple(v.shape) for v in theirs]
