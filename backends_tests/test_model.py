@@ -225,6 +225,13 @@ def test_generator_output_the_critic_refuses_names_the_shape():
         pw.WGANGP(mlp(2, 2), mlp(3, 1), 2)
 
 
+def test_integer_samples_are_refused_with_the_scaling_fix():
+    gan = toy_gan()
+    gan.compile()
+    with pytest.raises(ValueError, match=r"integers \(uint8\).*pw\.data\.scale_images"):
+        gan.fit(np.zeros((384, 2), dtype="uint8"), batch_size=32, verbose=0)
+
+
 def test_data_of_another_shape_than_the_generator_output_names_both_shapes():
     gan = toy_gan()
     gan.compile()

@@ -243,6 +243,11 @@ class WGANGP(keras.Model):
             raise RuntimeError(
                 "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
             )
+        if data.is_array(x) and np.issubdtype(np.asarray(x).dtype, np.integer):
+            raise ValueError(
+                f"The samples are integers ({np.asarray(x).dtype}) but the generator makes floats; scale "
+                "images with pw.data.scale_images(x) (0..255 → [-1, 1]) or cast other data to float32."
+            )
         if data.is_array(x) and tuple(np.shape(x)[1:]) != self.sample_shape:
             raise ValueError(
                 f"The data's samples have shape {tuple(np.shape(x)[1:])} but the generator makes "
