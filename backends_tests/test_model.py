@@ -1,6 +1,7 @@
 """The WGANGP model: pinned API and step semantics, saving, data inputs, learning, errors."""
 
 import inspect
+import json
 
 import keras
 import numpy as np
@@ -223,6 +224,16 @@ def test_latent_dim_that_does_not_match_the_generator_names_latent_dim():
 def test_generator_output_the_critic_refuses_names_the_shape():
     with pytest.raises(ValueError, match=r"does not accept the generator's output of shape \(1, 2\)"):
         pw.WGANGP(mlp(2, 2), mlp(3, 1), 2)
+
+
+def test_saved_optimizers_name_no_backend_module():
+    """On torch, Keras's Adam is a torch subclass serialized under keras.src.backend.torch, which a
+    process without torch cannot import; checkpoints must name the public class."""
+    gan = toy_gan()
+    gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.RMSprop(1e-3))
+    config = json.dumps(gan.get_compile_config())
+    assert "keras.src.backend" not in config
+    assert config.count('"module": "keras.optimizers"') == 2
 
 
 def test_integer_samples_are_refused_with_the_scaling_fix():

@@ -62,6 +62,22 @@ def _loss_scaled(optimizer):
     return keras.optimizers.LossScaleOptimizer(optimizer)
 
 
+def _backend_neutral(config):
+    """An optimizer's serialized config with Keras's backend-specific classes named by their public module.
+
+    On torch, ``keras.optimizers.Adam()`` is a subclass that Keras serializes under
+    ``keras.src.backend.torch.optimizers``, which a process without torch cannot import; stored under
+    ``keras.optimizers``, the checkpoint loads on every backend.
+    """
+    if isinstance(config, dict):
+        config = {key: _backend_neutral(value) for key, value in config.items()}
+        if str(config.get("module", "")).startswith("keras.src.backend.") and hasattr(
+            keras.optimizers, config.get("class_name", "")
+        ):
+            config["module"] = "keras.optimizers"
+    return config
+
+
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -451,7 +467,7 @@ class WGANGP(keras.Model):
         if not self.compiled:
             return None
         return {
-            name: keras.saving.serialize_keras_object(getattr(self, name))
+            name: _backend_neutral(keras.saving.serialize_keras_object(getattr(self, name)))
             for name in ("generator_optimizer", "critic_optimizer")
         }
 
