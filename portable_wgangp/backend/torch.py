@@ -149,7 +149,7 @@ def apply_gradients(optimizer, grads, variables) -> None:
             [optimizer._momentums[i].value for i in slots],
             [optimizer._velocities[i].value for i in slots],
             [],
-            [torch.full((), _UNBIASED_STEP, device=w.device) for w in weights],
+            [_unbiased_step(weights[0].device)] * len(weights),
             lr=alpha.to(weights[0].device).reshape(()),
             beta1=float(optimizer.beta_1),
             beta2=float(optimizer.beta_2),
@@ -161,7 +161,10 @@ def apply_gradients(optimizer, grads, variables) -> None:
     optimizer.iterations.assign_add(1)
 
 
-_UNBIASED_STEP = 2.0**30  # 1 − βᵗ is 1 in float32 at this step for any β ≤ 1 − 1e-7
+@functools.cache
+def _unbiased_step(device) -> torch.Tensor:
+    """A step count at which 1 − βᵗ is 1 in float32 for any β ≤ 1 − 1e-7 (the fused kernel only reads it)."""
+    return torch.full((), 2.0**30, device=device)
 
 
 @functools.cache
