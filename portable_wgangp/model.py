@@ -259,9 +259,10 @@ class WGANGP(keras.Model):
             raise RuntimeError(
                 "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
             )
-        if data.is_array(x) and np.issubdtype(np.asarray(x).dtype, np.integer):
+        dtype = np.asarray(x).dtype if data.is_array(x) else None
+        if dtype is not None and np.issubdtype(dtype, np.integer):
             raise ValueError(
-                f"The samples are integers ({np.asarray(x).dtype}) but the generator makes floats; scale "
+                f"The samples are integers ({dtype}) but the generator makes floats; scale "
                 "images with pw.data.scale_images(x) (0..255 → [-1, 1]) or cast other data to float32."
             )
         if data.is_array(x) and tuple(np.shape(x)[1:]) != self.sample_shape:
