@@ -1,4 +1,6 @@
-"""`backend.apply_gradients` is the optimizer's own update (on torch, a plain Adam runs fused)."""
+"""The backend glue gives Keras's own results: `backend.apply_gradients` is the optimizer's update (on
+torch, a plain Adam runs fused) and `backend.forward` is the model's call (on torch, a plain layer stack
+runs its layers' `call`s)."""
 
 import keras
 import numpy as np
