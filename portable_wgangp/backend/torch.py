@@ -12,6 +12,8 @@ import keras
 import torch
 import torch.distributed as dist
 
+from portable_wgangp.backend import torch_layers
+
 
 def input_gradient(fn, x):
     """∇ₓ Σ fn(x) with ``create_graph=True``, so the result is differentiable w.r.t. the weights again."""
@@ -75,49 +77,15 @@ def constant(fn):
         return fn()
 
 
-_STATELESS_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-)
+def forward(model, inputs, training=None):
+    """``model(inputs, training=training)``; on Keras layers torch has fused kernels for, run by them.
 
-
-def forward(model, inputs, **kwargs):
-    """``model(inputs, **kwargs)``; a plain stack of stateless layers runs their ``call``s directly.
-
-    Eager torch pays Keras's per-layer ``__call__`` bookkeeping (≈ 0.1 ms a layer) on every call: 17
-    network calls a step make it 40 % of a 3×128 MLP GAN's step on 2 CPU cores. For a built float32
-    `keras.Sequential` of Dense, activation and reshape layers (no subclasses, regularizers or
-    quantization), ``__call__`` adds nothing to ``call`` (no training mode, masks or casts), so it is
-    skipped; anything else is called as usual.
+    See `torch_layers`: a Sequential or functional model of the layers it knows, in float32, runs by
+    fused torch calls (one ``native_batch_norm``, ``conv2d`` with bias on an NCHW view, ``addmm``), with
+    Keras's ``__call__`` bookkeeping skipped; any other model is called by Keras.
     """
-    layers = _stateless_stack(model)
-    if layers is None:
-        return model(inputs, **kwargs)
-    x = keras.ops.convert_to_tensor(inputs)
-    if x.dtype != torch.float32:
-        return model(inputs, **kwargs)
-    for layer in layers:
-        x = layer.call(x)
-    return x
-
-
-def _stateless_stack(model):
-    """``model``'s layers if it is a built float32 Sequential of `_STATELESS_LAYERS`, else None."""
-    if type(model) is not keras.Sequential or not model.built:
-        return None
-    layers = model.layers
-    plain = all(
-        type(layer) in _STATELESS_LAYERS
-        and layer.dtype_policy.name == "float32"
-        and layer.activity_regularizer is None
-        and layer.quantization_mode is None
-        for layer in layers
-    )
-    return layers if plain else None
+    outputs = torch_layers.run(model, inputs, training)
+    return model(inputs, training=training) if outputs is None else outputs
 
 
 def apply_gradients(optimizer, grads, variables) -> None:
@@ -158,6 +126,7 @@ def apply_gradients(optimizer, grads, variables) -> None:
             amsgrad=False,
             maximize=False,
         )
+    _count_writes(weights)  # the fused kernel does not
     optimizer.iterations.assign_add(1)
 
 
@@ -197,6 +166,14 @@ def synchronize(variables) -> None:
     if num_replicas() > 1:
         for variable in variables:
             dist.broadcast(variable.value.data, src=0)
+        _count_writes([variable.value for variable in variables])  # writes through .data are not counted
+
+
+def _count_writes(tensors) -> None:
+    """Bump the version counters of ``tensors`` after an in-place write torch did not count, as autograd's
+    checks and `torch_layers`' kernel cache rely on them."""
+    for tensor in tensors:
+        torch.autograd.graph.increment_version(tensor)
 
 
 def train_step(model, step, data):
