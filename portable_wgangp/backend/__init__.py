@@ -10,7 +10,10 @@ Each module provides the same functions:
 - ``apply_gradients(optimizer, grads, variables)``: the optimizer's update, inside or outside a step.
 - ``constant(fn)``: ``fn()`` as a constant of the step: no gradient flows back through it (torch does not
   even record its graph).
-- ``forward(model, inputs, **kwargs)``: ``model(inputs, **kwargs)``, the way the step calls its networks.
+- ``forward(model, inputs, training=None)``: ``model(inputs, training=training)``, the way the step calls
+  its networks (torch runs the layers it knows by fused torch calls: `torch_layers`).
+- ``JOINT_SCORES``: whether the step scores real and fake samples in one critic call (fewer, larger
+  operations) or in two; the same numbers either way, the faster on this backend.
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
 
@@ -38,6 +41,7 @@ else:
         "set KERAS_BACKEND to one of them before importing keras."
     )
 
+JOINT_SCORES = _module.JOINT_SCORES
 apply_gradients = _module.apply_gradients
 constant = _module.constant
 forward = _module.forward
@@ -51,6 +55,7 @@ train_step = _module.train_step
 value_and_grad = _module.value_and_grad
 
 __all__ = [
+    "JOINT_SCORES",
     "apply_gradients",
     "constant",
     "forward",

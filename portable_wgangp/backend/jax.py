@@ -15,6 +15,10 @@ import jax.numpy as jnp
 from keras import StatelessScope
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
+# Two critic calls, for real and for fake samples: XLA fuses the step either way, and its CPU convolutions
+# run one batch of 2B slower than two of B (DCGAN-32: 4.64 vs 4.45 s a step, benchmarks/README.md).
+JOINT_SCORES = False
+
 
 def input_gradient(fn, x):
     """∇ₓ Σ fn(x) by `jax.grad`; weights that ``fn`` reads are closed over, so it differentiates again."""
@@ -26,9 +30,10 @@ def constant(fn):
     return jax.tree_util.tree_map(jax.lax.stop_gradient, fn())
 
 
-def forward(model, inputs, **kwargs):
-    """``model(inputs, **kwargs)``: traced once, so Keras's per-call bookkeeping costs nothing per step."""
-    return model(inputs, **kwargs)
+def forward(model, inputs, training=None):
+    """``model(inputs, training=training)``: traced once, so Keras's per-call bookkeeping costs nothing per
+    step."""
+    return model(inputs, training=training)
 
 
 def num_replicas() -> int:
