@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -29,6 +30,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 BACKENDS = ("jax", "tensorflow", "torch")
+EXTRAS = {"jax": "jax", "tensorflow": "tensorflow-cpu", "torch": "torch"}  # the package's extras
 
 
 def main() -> None:
@@ -50,6 +52,12 @@ def main() -> None:
         rows = [time_model(spec, args.quick) for spec in specs_to_time(args.models, args.scaling)]
         pathlib.Path(args.json).write_text(json.dumps(rows))
         return
+    missing = [backend for backend in args.backends if importlib.util.find_spec(backend) is None]
+    if missing:
+        parser.error(
+            f"{', '.join(missing)} not installed: pip install -c constraints-cpu.txt "
+            f"'.[{','.join(EXTRAS[b] for b in missing)}]' in the repository, or leave them out of --backends."
+        )
     rows = []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as folder:
