@@ -26,7 +26,11 @@ import weakref
 import keras
 import torch
 import torch.nn.functional as F
-from keras.src.backend.common.backend_utils import compute_conv_transpose_output_crops_for_torch
+
+try:  # Keras's own crop of torch's full transposed-convolution output (Keras 3.15)
+    from keras.src.backend.common.backend_utils import compute_conv_transpose_output_crops_for_torch
+except ImportError:  # another Keras: its transposed convolutions run by Keras's call
+    compute_conv_transpose_output_crops_for_torch = None
 
 
 def run(model, inputs, training=None):
@@ -56,6 +60,8 @@ def _runnable(model) -> bool:
     """A built Sequential or plain functional Model of `_FUSED` and `_PLAIN` layers in float32."""
     if type(model) not in (keras.Sequential, keras.Model, _functional_class()) or not model.built:
         return False
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_run_through_graph"):
+        return False  # a Keras whose functional models run otherwise
     return all(_plain_layer(layer) for layer in model.layers)
 
 
@@ -158,7 +164,7 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
 def _conv_transpose(layer, x, training):
     """A 2-d transposed convolution with bias in one ``conv_transpose2d`` call, cropped by torch's own
     ``padding`` where Keras's crop is symmetric (Keras computes the full output, then slices it)."""
-    if layer.rank != 2:
+    if layer.rank != 2 or compute_conv_transpose_output_crops_for_torch is None:
         return layer.call(x)
     crops = compute_conv_transpose_output_crops_for_torch(
         input_shape=x.shape,
