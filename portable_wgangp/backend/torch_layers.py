@@ -135,23 +135,23 @@ def _conv(layer, x, training):
     "same" padding as Keras's (falls back to Keras's call where that padding is asymmetric)."""
     if layer.rank != 2 or layer.groups != 1 or layer.padding not in ("same", "valid"):
         return layer.call(x)
-    channels_last = layer.data_format == "channels_last"
-    h = x.permute(0, 3, 1, 2) if channels_last else x
     padding = [0, 0]
     if layer.padding == "same":
+        spatial = x.shape[1:3] if layer.data_format == "channels_last" else x.shape[2:]
         pads = [
             _same_padding(size, kernel, stride, dilation)
             for size, kernel, stride, dilation in zip(
-                h.shape[2:], layer.kernel_size, layer.strides, layer.dilation_rate
+                spatial, layer.kernel_size, layer.strides, layer.dilation_rate
             )
         ]
         if any(left != right for left, right in pads):
             return layer.call(x)
         padding = [left for left, _ in pads]
-    bias = layer.bias.value if layer.use_bias else None
-    y = F.conv2d(h, _torch_kernel(layer), bias, layer.strides, padding, layer.dilation_rate)
-    y = y.permute(0, 2, 3, 1) if channels_last else y
-    return y if layer.activation is None else layer.activation(y)
+    return _on_nchw(
+        layer,
+        x,
+        lambda h, kernel, bias: F.conv2d(h, kernel, bias, layer.strides, padding, layer.dilation_rate),
+    )
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -176,11 +176,22 @@ def _conv_transpose(layer, x, training):
     )
     if any(left != right or left < 0 for left, right in crops):
         return layer.call(x)
-    channels_last = layer.data_format == "channels_last"
-    h = x.permute(0, 3, 1, 2) if channels_last else x
-    bias = layer.bias.value if layer.use_bias else None
     padding = [left for left, _ in crops]
-    y = F.conv_transpose2d(h, _torch_kernel(layer), bias, layer.strides, padding, 0, 1, layer.dilation_rate)
+    return _on_nchw(
+        layer,
+        x,
+        lambda h, kernel, bias: F.conv_transpose2d(
+            h, kernel, bias, layer.strides, padding, 0, 1, layer.dilation_rate
+        ),
+    )
+
+
+def _on_nchw(layer, x, convolve):
+    """``layer.activation(convolve(h, kernel, bias))`` with ``h`` an NCHW view of ``x`` (a channels_last
+    tensor's memory stays as it is: torch convolves channels_last memory natively), back in ``x``'s layout."""
+    channels_last = layer.data_format == "channels_last"
+    bias = layer.bias.value if layer.use_bias else None
+    y = convolve(x.permute(0, 3, 1, 2) if channels_last else x, _torch_kernel(layer), bias)
     y = y.permute(0, 2, 3, 1) if channels_last else y
     return y if layer.activation is None else layer.activation(y)
 
