@@ -195,8 +195,8 @@ class WGANGP(keras.Model):
         if self.num_classes is None:
             return lambda samples, **kwargs: backend.forward(self.critic, samples, **kwargs)
         if self.auxiliary_classifier:
-            return lambda samples, **kwargs: self.critic(samples, **kwargs)[0]
-        return lambda samples, **kwargs: self.critic([samples, labels], **kwargs)
+            return lambda samples, **kwargs: backend.forward(self.critic, samples, **kwargs)[0]
+        return lambda samples, **kwargs: backend.forward(self.critic, [samples, labels], **kwargs)
 
     def _paired_scores(self, real, fake, labels):
         """Critic scores of ``real`` and ``fake``: one critic call on both halves where the backend gains
@@ -213,7 +213,7 @@ class WGANGP(keras.Model):
 
     def _class_loss(self, samples, labels):
         """AC-WGAN: mean cross-entropy of the critic's class logits for ``samples`` against ``labels``."""
-        logits = ops.cast(self.critic(samples, training=True)[1], "float32")
+        logits = ops.cast(backend.forward(self.critic, samples, training=True)[1], "float32")
         return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
     def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs) -> None:
