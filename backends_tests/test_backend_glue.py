@@ -78,12 +78,8 @@ MODELS = {
     "batch-norm-dense": _stack(
         keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(2)
     ),
-    "dcgan-generator-channels-first": lambda: nets.dcgan_generator(
-        8, (8, 8, 3), base=4, data_format="channels_first"
-    ),
-    "dcgan-generator-channels-last": lambda: nets.dcgan_generator(
-        8, (8, 8, 3), base=4, data_format="channels_last"
-    ),
+    "dcgan-generator": lambda: nets.dcgan_generator(8, (8, 8, 3), base=4),
+    "conditional-dcgan-generator": lambda: nets.dcgan_generator(8, (8, 8, 3), base=4, num_classes=3),
     "dcgan-critic": lambda: nets.dcgan_critic((16, 16, 3), base=4),
     "conditional-resnet-generator": lambda: nets.resnet_generator(8, dim=4, num_classes=3),
     "projection-resnet-critic": lambda: nets.resnet_critic(dim=4, num_classes=3),
@@ -171,7 +167,7 @@ def test_forward_sees_updated_weights_when_no_gradient_is_recorded(amsgrad):
     """The generator's fakes (made under `backend.constant`, where torch keeps kernels in its layout between
     updates) follow every optimizer update, fused (torch) or Keras's."""
     keras.utils.set_random_seed(0)
-    model = MODELS["dcgan-generator-channels-first"]()
+    model = MODELS["dcgan-generator"]()
     x = _inputs(model, np.random.default_rng(4))
     optimizer = keras.optimizers.Adam(0.1, amsgrad=amsgrad)
     optimizer.build(model.trainable_variables)

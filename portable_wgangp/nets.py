@@ -33,35 +33,19 @@ def _upsamplings(image_shape) -> int:
     return max(1, int(np.log2(height // 4)))
 
 
-def fast_data_format() -> str:
-    """The layout in which this backend's Keras convolutions run fastest: ``channels_first`` on torch.
-
-    Keras's torch convolutions in ``channels_last`` permute and copy their inputs around every call: a
-    DCGAN-32 generator's forward pass takes 106 ms there and 58 ms in ``channels_first`` (batch 64, 2 CPU
-    cores; torch.nn: 55 ms). TensorFlow's CPU kernels want ``channels_last``; JAX does not care.
-    """
-    return "channels_first" if keras.backend.backend() == "torch" else "channels_last"
-
-
 def dcgan_generator(
     latent_dim: int,
     image_shape=(32, 32, 3),
     *,
     base: int = 64,
     num_classes: int | None = None,
-    data_format: str | None = None,
 ) -> keras.Model:
     """DCGAN generator: z ``(batch, latent_dim)`` → images ``(batch, *image_shape)`` in [-1, 1].
 
     Dense to a ``(s, s, c)`` seed, then stride-2 transposed convolutions with BatchNorm and ReLU, then a
     3×3 convolution with tanh. With ``num_classes``, the inputs are ``[z, labels]`` and a learned label
-    embedding is concatenated to z (the label shape is ``(batch,)``, integers). The images are channels
-    last whatever ``data_format`` the convolutions run in (default: `fast_data_format`); the weights are
-    the same in either, so a generator saved on one backend loads on any other.
+    embedding is concatenated to z (the label shape is ``(batch,)``, integers).
     """
-    data_format = data_format or fast_data_format()
-    channels_first = data_format == "channels_first"
-    channel_axis = 1 if channels_first else -1
     stages = _upsamplings(image_shape)
     seed_size = image_shape[0] // 2**stages
     z = keras.Input((latent_dim,), name="z")
@@ -73,26 +57,14 @@ def dcgan_generator(
     channels = base * 2 ** (stages - 1)
     h = layers.Dense(seed_size * seed_size * channels * 2)(h)
     h = layers.Reshape((seed_size, seed_size, channels * 2))(h)
-    if channels_first:
-        h = layers.Permute((3, 1, 2))(h)
-    h = layers.ReLU()(layers.BatchNormalization(axis=channel_axis)(h))
+    h = layers.ReLU()(layers.BatchNormalization()(h))
     for stage in range(stages):
-        # No bias: the BatchNorm after it has its own shift (and Keras 3.15's TensorFlow Conv2DTranspose
-        # adds a channels_first bias along the wrong axis, so a torch-written generator would differ there).
+        # No bias: the BatchNorm after it has its own shift.
         h = layers.Conv2DTranspose(
-            base * 2 ** (stages - 1 - stage),
-            4,
-            strides=2,
-            padding="same",
-            use_bias=False,
-            data_format=data_format,
+            base * 2 ** (stages - 1 - stage), 4, strides=2, padding="same", use_bias=False
         )(h)
-        h = layers.ReLU()(layers.BatchNormalization(axis=channel_axis)(h))
-    images = layers.Conv2D(
-        image_shape[-1], 3, padding="same", activation="tanh", data_format=data_format, dtype="float32"
-    )(h)
-    if channels_first:
-        images = layers.Permute((2, 3, 1), dtype="float32")(images)
+        h = layers.ReLU()(layers.BatchNormalization()(h))
+    images = layers.Conv2D(image_shape[-1], 3, padding="same", activation="tanh", dtype="float32")(h)
     return keras.Model(inputs if num_classes else z, images, name="dcgan_generator")
 
 
