@@ -105,10 +105,10 @@ def apply_gradients(optimizer, grads, variables) -> None:
     own bias corrections are 1 makes it compute Keras's update exactly. Any other optimizer, or an Adam with
     extras (amsgrad, weight decay, clipping, EMA, accumulation, loss scaling), goes through Keras.
     """
-    if not _fusable_adam(optimizer, grads, variables):
+    weights = [v.value for v in variables]
+    if not _fusable_adam(optimizer, grads, weights):
         optimizer.apply(grads, variables)
         return
-    weights = [v.value for v in variables]
     slots = [optimizer._get_variable_index(v) for v in variables]  # Keras keeps the slots by index
     step = (optimizer.iterations.value + 1).to(weights[0].dtype)
     learning_rate = keras.ops.convert_to_tensor(optimizer.learning_rate, weights[0].dtype)
@@ -145,8 +145,8 @@ def _keras_adam_class() -> type:
     return type(keras.optimizers.Adam())
 
 
-def _fusable_adam(optimizer, grads, variables) -> bool:
-    """A built, plain Keras Adam over dense float weights on one device."""
+def _fusable_adam(optimizer, grads, weights) -> bool:
+    """A built, plain Keras Adam over dense float ``weights`` (tensors) on one device."""
     return (
         type(optimizer) is _keras_adam_class()
         and optimizer.built
@@ -158,8 +158,8 @@ def _fusable_adam(optimizer, grads, variables) -> bool:
         and not optimizer.use_ema
         and not optimizer.gradient_accumulation_steps
         and optimizer.loss_scale_factor is None
-        and len({(v.value.device, v.value.dtype) for v in variables}) == 1
-        and variables[0].value.is_floating_point()
+        and len({(w.device, w.dtype) for w in weights}) == 1
+        and weights[0].is_floating_point()
         and all(g is not None and g.layout == torch.strided for g in grads)
     )
 
