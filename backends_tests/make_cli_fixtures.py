@@ -2,8 +2,9 @@
 with tensorflow and torch: ``python backends_tests/make_cli_fixtures.py``).
 
 - ``data/toy_tensorflow.keras``: `portable-wgangp train` on 8 gaussians, written on TensorFlow;
-- ``data/digits_torch.keras``: a DCGAN trained on the digits, written on torch (its generator computes in
-  channels_first there, channels_last elsewhere);
+- ``data/digits_torch.keras``: a DCGAN trained on the digits, written on torch (the file in the repository
+  dates from when `nets` built a channels_first generator on torch: it also checks that such a model
+  loads and samples alike on every backend, so keep it rather than rewrite it);
 
 each with ``<name>_samples.npy``: what ``sample --n 16 --seed 3`` draws from it on the backend that wrote it.
 """

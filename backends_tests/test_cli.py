@@ -140,7 +140,7 @@ def test_conditional_digits_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("fixture", ["toy_tensorflow", "digits_torch"])
 def test_a_checkpoint_written_on_another_backend_samples_the_same(fixture, tmp_path):
-    """`train` checkpoints written on TensorFlow (toy MLP) and on torch (DCGAN, channels_first there) give,
+    """`train` checkpoints written on TensorFlow (toy MLP) and on torch (a channels_first DCGAN) give,
     through `sample` here, the samples the writing backend drew (see make_cli_fixtures.py)."""
     data = pathlib.Path(__file__).resolve().parent / "data"
     out = tmp_path / "samples.npy"

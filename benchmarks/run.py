@@ -30,6 +30,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 BACKENDS = ("jax", "tensorflow", "torch")
+MAX_REPETITIONS = 7  # interleaved blocks per candidate (all of them without --quick)
 EXTRAS = {"jax": "jax", "tensorflow": "tensorflow-cpu", "torch": "torch"}  # the package's extras
 
 
@@ -153,9 +154,9 @@ def time_model(spec, quick: bool) -> dict:
     name = spec.name
     backend = keras.backend.backend()
     steps = {"mlp": 10, "dcgan": 3}[name] if quick else {"mlp": 30, "dcgan": 10}[name]
-    # Quick: at least 3 interleaved repetitions, more (up to 7) while they fit in 45 s (cheap models get
-    # the medians of more blocks: a 2-core machine's noise is a few per cent per block).
-    repetitions, budget_s = (3, 45.0) if quick else (7, 0.0)
+    # Quick: at least 3 interleaved repetitions, more (up to the full 7) while they fit in 45 s (cheap models
+    # get the medians of more blocks: a 2-core machine's noise is a few per cent per block).
+    repetitions, budget_s = (3, 45.0) if quick else (MAX_REPETITIONS, 0.0)
     rng = np.random.default_rng(0)
     data = rng.uniform(-1, 1, size=(spec.batch * spec.n_critic * (steps + 1), *spec.sample_shape)).astype(
         "float32"
@@ -194,7 +195,8 @@ def time_model(spec, quick: bool) -> dict:
     times = {key: [] for key in [*candidates, *natives]}
     started = time.perf_counter()
     while len(times["ours"]) < repetitions or (
-        len(times["ours"]) < 7 and (time.perf_counter() - started) * (1 + 1 / len(times["ours"])) < budget_s
+        len(times["ours"]) < MAX_REPETITIONS
+        and (time.perf_counter() - started) * (1 + 1 / len(times["ours"])) < budget_s
     ):
         for key, gan in candidates.items():
             times[key].append(fit_block(gan)[0])

@@ -58,7 +58,7 @@ def run(model, inputs, training=None):
 
 def _runnable(model) -> bool:
     """A built Sequential or plain functional Model of `_FUSED` and `_PLAIN` layers in float32."""
-    if type(model) not in (keras.Sequential, keras.Model, _functional_class()) or not model.built:
+    if type(model) not in (keras.Sequential, _functional_class()) or not model.built:
         return False
     if not isinstance(model, keras.Sequential) and not hasattr(model, "_run_through_graph"):
         return False  # a Keras whose functional models run otherwise
