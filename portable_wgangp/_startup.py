@@ -56,8 +56,12 @@ def import_quietly(name: str):
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not _CHATTER.match(line)))
+            sys.stderr.write(without_chatter(captured.read().decode(errors="replace")))
+
+
+def without_chatter(text: str) -> str:
+    """``text`` without TensorFlow's start-up INFO lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not _CHATTER.match(line))
 
 
 def _keras_json_backend() -> str | None:

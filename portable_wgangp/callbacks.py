@@ -13,6 +13,8 @@ import time
 import keras
 import numpy as np
 
+from portable_wgangp import files
+
 
 class EpochOrder(keras.callbacks.Callback):
     """Keeps an epoch-ordered dataset (`data.ArrayRounds`) on the epoch `fit` is in, also when `fit`
@@ -52,29 +54,31 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class MetricsLog(keras.callbacks.Callback):
-    """Appends one JSON object per training step to ``path`` (JSON lines), flushed at once.
+    """Appends one JSON object per training step to ``path`` (JSON lines), one whole line per write.
 
     Each line holds ``step`` (generator steps, from 1) and every logged value, so a crash loses nothing
-    that was logged.
+    that was logged; a failed write (a full disk) never leaves a torn line (see `files.append_line`).
     """
 
     def __init__(self, path, first_step: int = 0):
         super().__init__()
         self.path = pathlib.Path(path)
         self.step = first_step
+        self._fd = None
 
     def on_train_begin(self, logs=None):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         record = {"step": self.step, **{name: float(value) for name, value in (logs or {}).items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        files.append_line(self._fd, json.dumps(record), self.path)
 
     def on_train_end(self, logs=None):
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -135,7 +139,8 @@ _SHORT = {
 
 
 def save_atomically(model: keras.Model, path) -> pathlib.Path:
-    """``model.save(path)`` through a temporary file and a rename: a crash never leaves half a file.
+    """``model.save(path)`` through a temporary file and a rename: a crash or a full disk never leaves
+    half a file, and the previous checkpoint stays intact (`files.atomic_path`).
 
     A model holding a non-finite weight is not saved (`FloatingPointError`): the file keeps its last good
     state. (`NonFiniteGuard` stops on non-finite losses; this catches an update that diverged after them.)
@@ -147,9 +152,8 @@ def save_atomically(model: keras.Model, path) -> pathlib.Path:
                 f"Not saving {path.name}: {weight.path} holds non-finite values (the last update diverged); "
                 "lower the learning rate and resume from the previous checkpoint."
             )
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    with files.atomic_path(path) as temporary:
+        model.save(temporary)
     return path
 
 
@@ -217,3 +221,89 @@ class TensorBoardLog(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.close()
+
+
+class PreemptionCheckpoint(keras.callbacks.Callback):
+    """Ends training cleanly on SIGTERM or SIGINT: the current step finishes, a checkpoint of that step is
+    saved atomically to ``path``, and training stops.
+
+    SIGTERM is what preemptible TPU VMs, Kubernetes and Slurm send before they kill a job; SIGINT is
+    Ctrl-C. A second signal aborts at once (the process dies by that signal). In a multi-process run every
+    process stops at the same step: each step ends with an all-reduce of "a signal arrived here"
+    (`distribution.any_process`), and only process 0 saves (``save`` is False elsewhere). Resuming from the
+    checkpoint continues exactly where the run stopped.
+
+    With ``exit=True`` (the default) training then ends the script with one line on stderr and exit
+    status 128 + the signal's number (143 for SIGTERM, 130 for SIGINT); with ``exit=False`` `fit` just
+    returns, and ``received`` (the signal's number, else None) and ``step`` tell what happened.
+    Handlers are installed for the duration of `fit` (main thread only) and the previous ones restored.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self, path, *, exit: bool = True, save: bool = True, first_step: int = 0):
+        super().__init__()
+        self.path = pathlib.Path(path)
+        self.exit = exit
+        self.save = save
+        self.step = first_step
+        self.received: int | None = None
+        self._pending: int | None = None
+        self._previous: dict = {}
+
+    def on_train_begin(self, logs=None):
+        import signal
+        import threading
+
+        self.received = self._pending = None
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number, frame):
+        import signal
+
+        if self._pending is not None:  # the second signal: abort at once, by that signal
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        self._pending = number
+
+    def on_train_batch_end(self, batch, logs=None):
+        from portable_wgangp import distribution
+
+        self.step += 1
+        if not distribution.any_process(self._pending is not None):
+            return
+        self.received = self._pending or _peer_signal()
+        if self.save:
+            save_atomically(self.model, self.path)
+        self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+        if self.received is not None and self.exit:
+            name = _signal_name(self.received)
+            sys.stdout.flush()
+            sys.stderr.write(
+                f"stopped by {name} at step {self.step}; checkpoint saved to {self.path}; load it to resume\n"
+            )
+            sys.exit(128 + self.received)
+
+
+def _peer_signal() -> int:
+    """The signal reported for a process stopped because another process of the run got one: SIGTERM."""
+    import signal
+
+    return int(signal.SIGTERM)
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    return signal.Signals(number).name

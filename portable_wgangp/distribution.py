@@ -44,6 +44,51 @@ class Distribution:
     native: object = None  # the tf.distribute.Strategy or keras.distribution.DataParallel, if any
 
 
+def backend_name() -> str:
+    return keras.backend.backend()
+
+
+def strategies() -> tuple[str, ...]:
+    """The strategies the active backend takes."""
+    return STRATEGIES[keras.backend.backend()]
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set in any process of a multi-process run (``flag`` itself in one process).
+
+    Every process must call it at the same point (it is a collective): torch all-reduces with MAX over
+    the process group, JAX gathers across processes (`multihost_utils.process_allgather`), TensorFlow
+    reduces with MAX across the workers of a `MultiWorkerMirroredStrategy`.
+    """
+    name = keras.backend.backend()
+    if name == "torch":
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            import torch
+
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            value = torch.tensor([int(flag)], device=device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            return bool(value.item())
+    elif name == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            import numpy as np
+            from jax.experimental import multihost_utils
+
+            return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+    else:
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            flags = strategy.run(lambda: tf.constant(int(flag)))
+            return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flags, axis=None))
+    return flag
+
+
 def num_replicas() -> int:
     """Data-parallel replicas of the run in force (1 when none), seen from outside the training step."""
     name = keras.backend.backend()

@@ -1,0 +1,266 @@
+"""A training run's settings: defaults, presets, a TOML file and flags, resolved and checked up front.
+
+Resolution order (later wins): `TrainConfig`'s defaults < the dataset's tuned defaults < ``--preset`` <
+``--config FILE.toml`` < explicit flags. `validate` checks every value before anything is written, and
+`check_resume` decides which settings a resumed run may change (`RESUMABLE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+from portable_wgangp.data import TOY_DATASETS
+
+
+class UserError(Exception):
+    """A problem the user can fix; the CLI prints it as one line, without a traceback."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on; written to ``OUT/config.json`` (``--resume`` reads it back)."""
+
+    dataset: str = "gaussians8"
+    model: str = "mlp"
+    steps: int = 5000
+    batch_size: int = 256
+    n_critic: int = 2
+    gp_weight: float = 0.1
+    penalty: str = "two_sided"
+    lr: float = 2e-3
+    lr_decay: str = "linear"
+    beta_1: float = 0.0
+    beta_2: float = 0.9
+    latent_dim: int = 2
+    width: int = 128
+    depth: int = 3
+    seed: int = 0
+    strategy: str = "auto"
+    checkpoint_every: int = 1000
+    conditional: bool = False
+    base: int = 32
+    image_size: int = 32
+
+
+FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+# Settings a resumed run may change: they alter neither the maths nor the data of the steps to come
+# (the global batch is the same whatever the strategy's replica count).
+RESUMABLE = ("steps", "checkpoint_every", "strategy")
+# Image data (digits, npz:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
+IMAGE_DEFAULTS = {
+    "model": "dcgan",
+    "steps": 2000,
+    "batch_size": 64,
+    "n_critic": 5,
+    "gp_weight": 10.0,
+    "lr": 1e-3,
+    "latent_dim": 32,
+    "checkpoint_every": 500,
+}
+# Tuned per dataset (see docs/defaults-study.md); flags, --config and --preset override them.
+DATASET_DEFAULTS: dict[str, dict] = {"gaussians8": {}, "gaussians25": {"steps": 10000}, "swissroll": {}}
+# The paper's gan_toy.py exactly: 3×512 ReLU MLPs, 2-d noise, batch 256, 5 critic steps, λ 0.1, Adam 1e-4
+# with β (0.5, 0.9), no decay, 100,000 generator steps. For the 2-D toy datasets only.
+PRESETS = {
+    "paper": {
+        "width": 512,
+        "depth": 3,
+        "latent_dim": 2,
+        "batch_size": 256,
+        "n_critic": 5,
+        "gp_weight": 0.1,
+        "lr": 1e-4,
+        "lr_decay": "constant",
+        "beta_1": 0.5,
+        "beta_2": 0.9,
+        "steps": 100000,
+    }
+}
+CHOICES = {
+    "penalty": ("two_sided", "one_sided", "zero_centered"),
+    "lr_decay": ("linear", "constant"),
+}
+# Integer settings and their least value.
+MINIMA = {
+    "steps": 1,
+    "batch_size": 1,
+    "n_critic": 1,
+    "latent_dim": 1,
+    "width": 1,
+    "depth": 1,
+    "seed": 0,
+    "checkpoint_every": 1,
+    "base": 1,
+    "image_size": 8,
+}
+MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds are 32-bit
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def is_toy(dataset: str) -> bool:
+    return dataset in TOY_DATASETS
+
+
+def dataset_defaults(dataset: str) -> dict:
+    """The tuned defaults of ``dataset``: per toy dataset, or those of all image data."""
+    if is_toy(dataset):
+        return DATASET_DEFAULTS.get(dataset, {})
+    return {**IMAGE_DEFAULTS, **DATASET_DEFAULTS.get(dataset, {})}
+
+
+def requested_values(given: dict, config_file: str | None = None, preset: str | None = None) -> dict:
+    """The settings the user asked for (``--preset``, then the TOML file, then flags), without defaults.
+
+    ``given``: explicit flags (None for a flag not given is allowed and ignored).
+    """
+    from_file = read_toml(config_file) if config_file else {}
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    given = {name: value for name, value in given.items() if value is not None}
+    return {**PRESETS.get(preset, {}), **from_file, **given}
+
+
+def resolve(requested: dict, preset: str | None = None) -> TrainConfig:
+    """The full, validated configuration: defaults < the dataset's defaults < ``requested``."""
+    dataset = requested.get("dataset", TrainConfig.dataset)
+    if preset is not None and not is_toy(dataset):
+        raise UserError(
+            f"--preset {preset} is gan_toy.py's setting for the 2-D toy datasets "
+            f"({', '.join(TOY_DATASETS)}), not for {dataset}; drop --preset."
+        )
+    config = TrainConfig(**{**dataset_defaults(dataset), **requested})
+    validate(config)
+    return config
+
+
+def read_toml(path) -> dict:
+    """The settings of a TOML file (keys as the flags, ``-`` or ``_``), each checked for its type."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        with open(path, "rb") as file:
+            table = tomllib.load(file)
+    except FileNotFoundError as error:
+        raise UserError(f"No config file at {str(path)!r}; pass the path of a TOML file.") from error
+    except IsADirectoryError as error:
+        raise UserError(f"--config {str(path)!r} is a folder; pass the path of a TOML file.") from error
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"The config file {str(path)!r} is not valid TOML: {error}.") from error
+    table = {key.replace("-", "_"): value for key, value in table.items()}
+    unknown = sorted(set(table) - set(FIELDS))
+    if unknown:
+        raise UserError(f"Unknown keys {unknown} in {str(path)!r}; known keys: {', '.join(FIELDS)}.")
+    return {key: _typed(key, value, path) for key, value in table.items()}
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _typed(key: str, value, path):
+    """``value`` as the type of setting ``key``; a UserError names the key and the expected type."""
+    kind = FIELDS[key]
+    fits = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if not fits:
+        raise UserError(
+            f"{key} in {str(path)!r} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})."
+        )
+    return float(value) if kind == "float" else value
+
+
+def validate(config: TrainConfig) -> None:
+    """Every setting in range and every choice known; a UserError names the setting and the fix."""
+    from portable_wgangp import distribution
+
+    for name, least in MINIMA.items():
+        value = getattr(config, name)
+        if value < least:
+            raise UserError(f"{flag(name)} must be at least {least}, got {value}.")
+    if config.seed > MAX_SEED:
+        raise UserError(f"--seed must be at most {MAX_SEED}, got {config.seed}.")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise UserError(f"--lr must be a finite number > 0, got {config.lr}.")
+    if not (math.isfinite(config.gp_weight) and config.gp_weight >= 0):
+        raise UserError(f"--gp-weight must be a finite number >= 0, got {config.gp_weight}.")
+    for name in ("beta_1", "beta_2"):
+        if not 0 <= getattr(config, name) < 1:
+            raise UserError(f"{flag(name)} must lie in [0, 1), got {getattr(config, name)}.")
+    for name, choices in CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise UserError(f"Unknown {name} {getattr(config, name)!r}; choose one of {', '.join(choices)}.")
+    strategies = distribution.strategies()
+    if config.strategy not in strategies:
+        raise UserError(
+            f"Strategy {config.strategy!r} does not fit the {distribution.backend_name()} backend; "
+            f"choose one of {', '.join(strategies)}."
+        )
+    _validate_data_and_model(config)
+
+
+def _validate_data_and_model(config: TrainConfig) -> None:
+    if is_toy(config.dataset):
+        if config.model != "mlp":
+            raise UserError(f"Unknown model {config.model!r} for 2-D data; choose mlp.")
+        if config.conditional:
+            raise UserError(f"{config.dataset} has no labels; drop --conditional.")
+        return
+    kind, _, rest = config.dataset.partition(":")
+    if config.dataset != "digits" and not (kind in ("npz", "images") and rest):
+        raise UserError(
+            f"Unknown dataset {config.dataset!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY] "
+            "or images:DIR."
+        )
+    if config.model not in ("dcgan", "resnet"):
+        raise UserError(f"Unknown model {config.model!r} for images; choose dcgan or resnet.")
+    if kind == "images" and config.model == "dcgan" and config.image_size not in (8, 16, 32, 64):
+        raise UserError(f"--image-size must be 8, 16, 32 or 64 for --model dcgan, got {config.image_size}.")
+
+
+def load_saved(path: pathlib.Path) -> TrainConfig:
+    """The configuration a run saved in ``config.json``; a UserError when it is not one."""
+    try:
+        values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+        return TrainConfig(**values)
+    except (ValueError, TypeError) as error:
+        raise UserError(
+            f"{path} is not a portable-wgangp run configuration ({error}); start a new run with --overwrite."
+        ) from error
+
+
+def check_resume(saved: TrainConfig, requested: dict, where) -> TrainConfig:
+    """The saved configuration with the `RESUMABLE` settings of ``requested`` applied.
+
+    Any other requested setting that differs from the saved one is refused, naming it, its saved value
+    and how to start a new run instead.
+    """
+    for name, value in requested.items():
+        saved_value = getattr(saved, name)
+        same = (
+            math.isclose(float(value), float(saved_value), rel_tol=1e-12)
+            if FIELDS[name] == "float"
+            else value == saved_value
+        )
+        if not same and name not in RESUMABLE:
+            raise UserError(
+                f"{flag(name)} {value} differs from the run's {name} = {saved_value} ({where}); a resumed "
+                f"run keeps its settings (only {', '.join(map(flag, RESUMABLE))} may change): drop "
+                f"{flag(name)}, or start a new run in another --out or with --overwrite."
+            )
+    config = dataclasses.replace(saved, **{k: v for k, v in requested.items() if k in RESUMABLE})
+    validate(config)
+    return config

@@ -1,0 +1,309 @@
+"""A run folder (``train --out DIR``) and its rules, and the training run that fills it.
+
+Rules, in the order a `train` command meets them:
+
+1. Everything is validated first (settings, config file, data, networks, a resumed run's checkpoint);
+   nothing in the folder is created or changed until all of it passes.
+2. A folder that already holds a run (``config.json``, ``checkpoint.keras`` or ``metrics.jsonl``) is never
+   replaced unless the user says so: ``--resume`` continues it, ``--overwrite`` replaces it.
+3. One writer at a time: the writer holds an OS file lock on ``DIR/.portable-wgangp.lock`` (released by
+   the kernel when the process dies, however it dies); a second writer is refused with the holder's pid.
+4. Every file is replaced atomically or appended one whole line at a time (`portable_wgangp.files`).
+5. SIGTERM / SIGINT end the run with a checkpoint at the current step (`callbacks.PreemptionCheckpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+
+from portable_wgangp import files
+from portable_wgangp.config import TrainConfig, UserError, check_resume, load_saved, resolve
+
+RUN_FILES = ("checkpoint.keras", "config.json", "metrics.jsonl", "quality.json", "samples.png", "losses.png")
+RUN_FOLDERS = ("tensorboard",)
+MARKERS = ("config.json", "checkpoint.keras", "metrics.jsonl")  # any of them makes a folder a run
+LOCK_NAME = ".portable-wgangp.lock"
+
+
+class Stopped(Exception):
+    """A run stopped by SIGTERM/SIGINT after saving its checkpoint; ``status`` is 128 + the signal."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RunFolder:
+    """The output folder of a run: its files, whether it holds a run, and the one-writer lock."""
+
+    def __init__(self, path):
+        if not str(path).strip():
+            raise UserError("--out must name a folder, got an empty string.")
+        self.path = pathlib.Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {str(path)!r} is a file, not a folder; choose a folder.")
+        self._lock_fd: int | None = None
+
+    def __truediv__(self, name: str) -> pathlib.Path:
+        return self.path / name
+
+    def run_files(self) -> list[str]:
+        """The run files present (those that make the folder a run)."""
+        return [name for name in MARKERS if (self.path / name).exists()]
+
+    def holder(self) -> str | None:
+        """Who holds the folder's lock (``pid N on HOST``), or None when nobody does. Writes nothing."""
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks (Windows): a second writer is not detected
+            return None
+        try:
+            fd = os.open(self.path / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 200).decode(errors="replace").strip() or "an unknown process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def check(self, mode: str, *, locked: bool = False) -> None:
+        """Refuse ``mode`` ("new", "resume" or "overwrite") when the folder's state forbids it. Writes
+        nothing, so a refused command leaves the folder as it was. ``locked``: this process holds the lock."""
+        if not locked:
+            self._refuse_if_busy()
+        present = self.run_files()
+        if mode == "new" and present:
+            raise UserError(
+                f"{self.path} already holds a run ({', '.join(present)}); continue it with --resume, "
+                "replace it with --overwrite, or choose another --out."
+            )
+        if mode == "resume" and not (self.path / "config.json").is_file():
+            raise UserError(f"Nothing to resume in {str(self.path)!r}: it has no config.json of a run.")
+        if mode == "resume" and not (self.path / "checkpoint.keras").is_file():
+            raise UserError(
+                f"Nothing to resume in {str(self.path)!r}: the run stopped before its first checkpoint; "
+                "start it again with --overwrite."
+            )
+
+    def _refuse_if_busy(self, holder: str | None = None) -> None:
+        holder = holder or self.holder()
+        if holder:
+            raise UserError(
+                f"{self.path} is in use by another portable-wgangp process ({holder}); wait for it to end, "
+                "or choose another --out."
+            )
+
+    @contextlib.contextmanager
+    def claim(self, mode: str) -> Iterator[RunFolder]:
+        """Hold the folder for writing: create it, take the lock, check ``mode`` again under the lock (a
+        writer may have started meanwhile) and, for "overwrite", remove the old run's files."""
+        self.check(mode)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(
+                f"Cannot create the output folder {str(self.path)!r}: {error.strerror}; choose another --out."
+            ) from error
+        self._lock()
+        try:
+            self.check(mode, locked=True)
+            if mode == "overwrite":
+                self._clear()
+            yield self
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self._refuse_if_busy(self.holder() or "an unknown process")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = None
+
+    def _clear(self) -> None:
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+            files.partial_name(self.path / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+
+# -- a training run ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainRequest:
+    """What ``train`` was asked: the settings given (without defaults) and how to treat ``out``."""
+
+    requested: dict
+    out: str
+    preset: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+
+def train(request: TrainRequest) -> int:
+    """Validate everything, claim the folder, train, write the results; returns the exit status 0.
+
+    Raises `Stopped` when SIGTERM/SIGINT stopped the run (after its checkpoint was saved)."""
+    import portable_wgangp as pw
+    from portable_wgangp import distribution, tasks
+
+    if request.resume and request.overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them.")
+    folder = RunFolder(request.out)
+    mode = "resume" if request.resume else "overwrite" if request.overwrite else "new"
+    folder.check(mode)
+    if request.resume:
+        config = check_resume(load_saved(folder / "config.json"), request.requested, folder / "config.json")
+    else:
+        config = resolve(request.requested, request.preset)
+    task = tasks.make_task(config)
+    with pw.distribute(config.strategy):
+        gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
+        done = int(gan.generator_optimizer.iterations)
+        chief = distribution.process_index() == 0
+        with folder.claim(mode) if chief else contextlib.nullcontext(folder):
+            if chief:
+                files.write_json(folder / "config.json", dataclasses.asdict(config))
+                _keep_records_until(folder / "metrics.jsonl", done)
+            return _fit_and_finish(config, task, gan, folder, done, request.quiet, chief)
+
+
+def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
+    """The checkpoint's model, checked against ``config`` and the data; its learning-rate schedule
+    re-planned when ``--steps`` changed."""
+    from portable_wgangp import checkpoints, tasks
+
+    gan = checkpoints.load(folder / "checkpoint.keras")
+    checkpoints.check_matches(gan, config, task, folder / "checkpoint.keras")
+    done = int(gan.generator_optimizer.iterations)
+    if done > config.steps:
+        raise UserError(
+            f"The run in {folder.path} is at step {done}, past --steps {config.steps}; pass --steps "
+            f"{done} or more."
+        )
+    planned = gan.generator_optimizer.get_config()["learning_rate"]
+    if config.lr_decay == "linear" and planned.get("config", {}).get("decay_steps") != config.steps:
+        gan.generator_optimizer.learning_rate = tasks.linear_decay(config.lr, config.steps)
+        gan.critic_optimizer.learning_rate = tasks.linear_decay(config.lr, config.steps * config.n_critic)
+    return gan
+
+
+def _keep_records_until(path: pathlib.Path, done: int) -> None:
+    """Keep the metrics of steps up to ``done`` (a run that died logged steps after its checkpoint);
+    torn lines are dropped. Rewritten atomically."""
+    if path.is_file():
+        import json
+
+        kept = [r for r in files.read_records(path) if isinstance(r.get("step"), int) and r["step"] <= done]
+        files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool, chief: bool) -> int:
+    import keras
+
+    from portable_wgangp import callbacks
+
+    print(
+        f"portable-wgangp: {config.dataset}, {config.steps} steps, {keras.backend.backend()} backend "
+        f"-> {folder.path}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    preemption = callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, save=chief)
+    if done < config.steps:
+        writers = [
+            callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
+            callbacks.Checkpoint(folder / "checkpoint.keras", config.checkpoint_every, first_step=done),
+            callbacks.Every(
+                config.checkpoint_every,
+                lambda model, step: _picture(task, model, folder / "samples.png", config, step),
+                first_step=done,
+            ),
+            *(
+                [callbacks.TensorBoardLog(folder / "tensorboard", first_step=done)]
+                if callbacks.tensorboard_available()
+                else []
+            ),
+        ]
+        gan.fit(
+            task.minibatches(start=done * config.n_critic),
+            steps_per_epoch=config.steps - done,
+            epochs=1,
+            verbose=0,
+            callbacks=[
+                preemption,
+                *(writers if chief else []),
+                *([] if quiet or not chief else [callbacks.ProgressBar(config.steps, first_step=done)]),
+            ],
+        )
+    if preemption.received is not None:
+        import signal
+
+        raise Stopped(
+            128 + preemption.received,
+            f"stopped by {signal.Signals(preemption.received).name} at step {preemption.step}; checkpoint "
+            f"saved to {folder / 'checkpoint.keras'}; continue with: portable-wgangp train --resume --out "
+            f"{folder.path}",
+        )
+    seconds = time.perf_counter() - started
+    if not chief:
+        return 0
+    callbacks.save_atomically(gan, folder / "checkpoint.keras")
+    quality = _write_results(gan, config, task, folder)
+    print(f"done in {seconds:.1f} s: " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
+    for name in RUN_FILES:
+        print(f"  {folder / name}")
+    return 0
+
+
+def _picture(task, gan, path, config: TrainConfig, step: int) -> None:
+    with files.atomic_path(path) as temporary:
+        task.picture(gan, temporary, f"{config.dataset}, {step} steps")
+
+
+def _write_results(gan, config: TrainConfig, task, folder: RunFolder) -> dict:
+    """quality.json, samples.png and losses.png of a finished run; returns the quality figures."""
+    from portable_wgangp import plots
+
+    quality = task.quality(gan)
+    files.write_json(folder / "quality.json", quality)
+    step = int(gan.generator_optimizer.iterations)
+    _picture(task, gan, folder / "samples.png", config, step)
+    with files.atomic_path(folder / "losses.png") as temporary:
+        plots.loss_curves(
+            temporary, files.read_records(folder / "metrics.jsonl"), title=f"{config.dataset}, {step} steps"
+        )
+    return quality
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,176 @@
+"""What a run trains on: the data, its networks, its quality figures and its pictures.
+
+A task is chosen by the dataset (`make_task`): `ToyTask` for the 2-D toy distributions, `ImageTask` for
+images (``digits``, ``npz:PATH[:KEY]``, ``images:DIR``). Building a task loads and validates the data, so
+every data problem is found before a run folder is touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from portable_wgangp import data
+from portable_wgangp.config import TrainConfig, UserError
+
+
+class ToyTask:
+    """2-D toy data: MLPs, an endless stream of fresh points, mode coverage and the toy figure."""
+
+    num_classes = None
+    sample_shape = (2,)
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    def networks(self):
+        from portable_wgangp import nets
+
+        c = self.config
+        return (
+            nets.mlp(c.latent_dim, 2, width=c.width, depth=c.depth, name="generator"),
+            nets.mlp(2, 1, width=c.width, depth=c.depth, name="critic"),
+        )
+
+    def minibatches(self, start: int):
+        c = self.config
+        return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
+
+    def quality(self, gan, n: int = 2000) -> dict:
+        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples."""
+        return data.toy_quality(
+            self.config.dataset, gan.sample(n, seed=self.config.seed), seed=self.config.seed + 1
+        )
+
+    def picture(self, gan, path, title: str) -> None:
+        from keras import ops
+
+        from portable_wgangp import plots
+
+        c = self.config
+        real = data.toy_samples(c.dataset, 2000, np.random.default_rng([c.seed, 2]))
+
+        def critic(points):
+            return ops.convert_to_numpy(ops.cast(gan.critic(points), "float32"))[:, 0]
+
+        plots.toy_figure(path, gan.sample(2000, seed=c.seed), real, critic, title=title)
+
+
+class ImageTask:
+    """Images (digits, npz:, images:): DCGAN nets, shuffled passes over the data, FID and friends, grids."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        try:
+            self.x, self.y = data.load_images(config.dataset, config.image_size)
+            data.check_finite(self.x, config.dataset)
+        except ValueError as error:  # unreadable file, bad dtype, NaN, bad labels: the loader says which
+            raise UserError(str(error)) from error
+        self.sample_shape = tuple(self.x.shape[1:])
+        if config.conditional and self.y is None:
+            raise UserError(f"{config.dataset} has no labels; drop --conditional or use class sub-folders.")
+        self.num_classes = data.count_classes(self.y, config.dataset) if config.conditional else None
+        if config.batch_size > len(self.x):
+            raise UserError(
+                f"--batch-size {config.batch_size} exceeds the {len(self.x)} images of {config.dataset}; "
+                f"use at most {len(self.x)}."
+            )
+        if config.model == "resnet" and self.sample_shape != (32, 32, 3):
+            raise UserError(
+                f"--model resnet is the paper's 32×32 RGB net, but the images are {self.sample_shape}; "
+                "use --model dcgan or --image-size 32 with RGB images."
+            )
+
+    def networks(self):
+        from portable_wgangp import nets
+
+        c, shape = self.config, self.sample_shape
+        if c.model == "resnet":
+            return (
+                nets.resnet_generator(c.latent_dim, dim=c.base, num_classes=self.num_classes),
+                nets.resnet_critic(dim=c.base, num_classes=self.num_classes),
+            )
+        return (
+            nets.dcgan_generator(c.latent_dim, shape, base=c.base, num_classes=self.num_classes),
+            nets.dcgan_critic(shape, base=c.base, num_classes=self.num_classes),
+        )
+
+    def minibatches(self, start: int):
+        c = self.config
+        labels = self.y if self.num_classes else None
+        return data.array_minibatches(self.x, labels, c.batch_size, seed=c.seed, start=start)
+
+    def _extractor(self):
+        from portable_wgangp import metrics
+
+        return metrics.default_extractor(self.config.dataset)
+
+    def _labels(self, n: int):
+        return None if self.num_classes is None else np.arange(n) % self.num_classes
+
+    def quality(self, gan, n: int = 1000) -> dict:
+        """fid, kid, precision, recall of ``n`` samples, fid_initial of the untrained generator, and (for a
+        conditional model on digits) the accuracy of a digits classifier on samples drawn per class."""
+        from portable_wgangp import metrics
+
+        extractor, n, seed = self._extractor(), min(n, len(self.x)), self.config.seed
+        figures = metrics.image_quality(
+            self.x[:n], gan.sample(n, seed=seed, labels=self._labels(n)), extractor
+        )
+        initial = build_gan(self.config, self)
+        initial_fid = metrics.image_quality(
+            self.x[:n], initial.sample(n, seed=seed, labels=self._labels(n)), extractor
+        )
+        figures["fid_initial"] = initial_fid["fid"]
+        if self.num_classes is not None and hasattr(extractor, "classify"):
+            drawn = gan.sample(n, seed=seed, labels=self._labels(n))
+            figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
+        return figures
+
+    def picture(self, gan, path, title: str) -> None:
+        from portable_wgangp import plots
+
+        rows = self.num_classes or 8
+        labels = None if self.num_classes is None else np.repeat(np.arange(rows), 10)
+        plots.image_grid(path, gan.sample(rows * 10, seed=self.config.seed, labels=labels), rows, title)
+
+
+def make_task(config: TrainConfig):
+    """The task of ``config.dataset``, its data loaded and checked (a `UserError` says what is wrong)."""
+    return ToyTask(config) if config.dataset in data.TOY_DATASETS else ImageTask(config)
+
+
+def build_gan(config: TrainConfig, task):
+    """The WGANGP of a configuration, compiled, with the weights that ``config.seed`` gives.
+
+    Adam, with the learning rate decayed linearly to 0 over the run unless ``lr_decay`` is constant.
+    """
+    import keras
+
+    import portable_wgangp as pw
+
+    keras.utils.set_random_seed(config.seed)
+    generator, critic = task.networks()
+    gan = pw.WGANGP(
+        generator,
+        critic,
+        config.latent_dim,
+        n_critic=config.n_critic,
+        gp_weight=config.gp_weight,
+        penalty=config.penalty,
+        seed=config.seed,
+        num_classes=task.num_classes,
+    )
+
+    def adam(updates):
+        rate = linear_decay(config.lr, updates) if config.lr_decay == "linear" else config.lr
+        return keras.optimizers.Adam(rate, beta_1=config.beta_1, beta_2=config.beta_2)
+
+    gan.compile(generator_optimizer=adam(config.steps), critic_optimizer=adam(config.steps * config.n_critic))
+    return gan
+
+
+def linear_decay(rate: float, updates: int):
+    """``rate`` decayed linearly to 0 over ``updates`` optimizer updates."""
+    import keras
+
+    return keras.optimizers.schedules.PolynomialDecay(rate, updates, end_learning_rate=0.0, power=1.0)
