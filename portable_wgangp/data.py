@@ -29,20 +29,72 @@ def process_share(rounds, shard: tuple[int, int]):
     return tuple(r[index * (len(r) // count) : (index + 1) * (len(r) // count)] for r in rounds)
 
 
-def as_labels(y, n: int) -> np.ndarray:
-    """Class labels as int32 of shape ``(n,)``; raises a ValueError when they do not match the samples."""
+def as_labels(y, n: int, num_classes: int | None = None) -> np.ndarray:
+    """Class labels as int32 of shape ``(n,)``; a ValueError when they do not match the samples or (with
+    ``num_classes``) lie outside 0..num_classes − 1."""
     y = np.asarray(y)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"Labels must be integers of shape ({n},), one per sample; got {y.dtype} {y.shape}.")
+    if num_classes is not None and n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"Labels must lie in 0..{num_classes - 1} (num_classes {num_classes}), got values "
+            f"{_some_values(y)}; relabel the data or raise num_classes."
+        )
     return y.astype("int32")
 
 
+MAX_CLASSES = 10_000
+
+
+def count_classes(y: np.ndarray, source: str = "the data") -> int:
+    """K for labels that are exactly the integers 0..K−1, each present; a ValueError otherwise (negative,
+    sparse or huge labels would build a model with classes that never occur)."""
+    values = np.unique(y)
+    if len(values) == 0 or values[0] != 0 or values[-1] != len(values) - 1 or len(values) > MAX_CLASSES:
+        raise ValueError(
+            f"Class labels of {source} must be the integers 0..K-1 (K at most {MAX_CLASSES}), each present; "
+            f"found {len(values)} distinct values {_some_values(values)}; relabel them as 0..K-1."
+        )
+    return len(values)
+
+
+def _some_values(values: np.ndarray, shown: int = 8) -> str:
+    values = np.unique(values)
+    listed = ", ".join(str(v) for v in values[:shown])
+    return f"[{listed}{', ...' if len(values) > shown else ''}]"
+
+
+def check_numeric(x: np.ndarray, what: str = "Real samples") -> None:
+    """Refuse arrays that are not real numbers (bool, complex, strings, objects) or have no sample axis."""
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(
+            f"{what} must be real numbers, got an array of dtype {x.dtype}; convert them to float32."
+        )
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(
+            f"{what} must have shape (N, *sample_shape) with N >= 1 and a sample axis, got shape {x.shape}; "
+            "e.g. reshape 1-D data to (N, 1)."
+        )
+
+
+def check_finite(x: np.ndarray, what: str = "the data") -> None:
+    """Refuse NaN or inf anywhere in ``x``, naming the first sample that holds one."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise ValueError(
+            f"{what} holds {len(bad)} NaN or infinite value(s), the first in sample {bad[0][0]} at index "
+            f"{tuple(int(i) for i in bad[0])}; remove or replace them before training."
+        )
+
+
 def as_float_array(x) -> np.ndarray:
-    """Samples as a float32 numpy array; raises a ValueError for non-numeric data."""
+    """Samples as a float32 numpy array; raises a ValueError for non-numeric or non-finite data."""
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"Real samples must be numeric, got an array of dtype {x.dtype}.")
-    return x.astype(keras.config.floatx(), copy=False)
+    check_numeric(x)
+    x = x.astype(keras.config.floatx(), copy=False)
+    check_finite(x, "The real samples")
+    return x
 
 
 class ArrayRounds(keras.utils.PyDataset):
@@ -245,15 +297,24 @@ def toy_minibatches(name: str, batch_size: int, seed: int = 0, start: int = 0) -
 
 
 def scale_images(images: np.ndarray) -> np.ndarray:
-    """Images as float32 in [-1, 1]: integer images are read as 0..255 (uint8-style) and scaled.
+    """Images as float32 in [-1, 1]. Unsigned integer images are scaled by their bit depth's range
+    (uint8: 0..255, uint16: 0..65535); float images are taken as already scaled and must lie in [-1, 1].
 
-    Float images are taken as already scaled and must lie in [-1, 1]; a ValueError says otherwise.
+    Other integer types, where the bit depth is unknown, bool, complex and non-finite values are refused
+    with a ValueError that says how to convert.
     """
     images = np.asarray(images)
+    check_numeric(images, "Images")
+    if images.dtype in (np.uint8, np.uint16):
+        return (images.astype("float32") / (np.iinfo(images.dtype).max / 2.0) - 1.0).astype("float32")
     if np.issubdtype(images.dtype, np.integer):
-        return (images.astype("float32") / 127.5 - 1.0).astype("float32")
+        raise ValueError(
+            f"Integer images must be uint8 (0..255) or uint16 (0..65535) so that their scale is known, got "
+            f"{images.dtype}; cast them to the bit depth they have, or to floats in [-1, 1]."
+        )
     images = images.astype("float32")
-    if images.size and (images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6):
+    check_finite(images, "The images")
+    if images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
         raise ValueError(
             f"Float images must lie in [-1, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
             "scale them (x / 127.5 - 1 for 0..255) or pass uint8 images."
@@ -274,34 +335,60 @@ def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray 
     """Images (and labels, if the file has ``labels`` or ``y``) from a ``.npz`` file.
 
     ``key`` names the image array (default: ``x``, ``images`` or the only array). Images of shape
-    ``(N, H, W)`` gain a channel axis; integer images are scaled to [-1, 1].
+    ``(N, H, W)`` gain a channel axis; integer images are scaled to [-1, 1] by their bit depth.
     """
     try:
-        archive = np.load(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read {path!r} as a .npz file: {error}.") from error
-    names = list(archive.files)
+        archive = np.load(path, allow_pickle=False)
+        names = list(archive.files)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"Cannot read {path!r} as a .npz file ({error}); pass a file np.savez wrote."
+        ) from error
     if key is None:
         key = next((k for k in ("x", "images") if k in names), names[0] if len(names) == 1 else None)
     if key not in names:
         raise ValueError(f"{path!r} holds arrays {names}; name the images with npz:{path}:KEY.")
-    images = archive[key]
+    try:
+        images = archive[key]
+    except ValueError as error:  # object arrays need pickles, which are never loaded
+        raise ValueError(f"{path!r}: array {key!r} cannot be read ({error}); store numbers.") from error
+    if images.ndim not in (3, 4):
+        raise ValueError(f"Images in {path!r} must have shape (N, H, W) or (N, H, W, C), got {images.shape}.")
     images = images[..., None] if images.ndim == 3 else images
     label_key = next((k for k in ("labels", "y") if k in names and k != key), None)
-    return scale_images(images), None if label_key is None else as_labels(archive[label_key], len(images))
+    images = scale_images(images)
+    return images, None if label_key is None else as_labels(archive[label_key], len(images))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_image(path, size: int) -> np.ndarray:
+    """One image file as float32 RGB ``(size, size, 3)`` in [0, 1], resized bilinearly.
+
+    16-bit images (PNG modes ``I;16``/``I``) are read at 16 bits and scaled by 65535, 8-bit ones by 255.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"Cannot read the image {str(path)!r} ({error}); remove or replace it.") from error
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        gray = Image.fromarray(np.asarray(image, dtype="float32") / 65535.0, mode="F")
+        channel = np.asarray(gray.resize((size, size), Image.BILINEAR), dtype="float32")
+        return np.repeat(channel[..., None], 3, axis=-1).clip(0.0, 1.0)
+    rgb = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype="float32")
+    return rgb / 255.0
 
 
 def load_image_folder(folder: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
     """PNG/JPEG images under ``folder``, resized to ``size``×``size`` RGB, scaled to [-1, 1].
 
     Sub-folders are classes (labels in sorted folder order); images directly in ``folder`` are
-    unlabelled. Needs Pillow.
+    unlabelled. 16-bit PNGs keep their 16 bits (see `read_image`). Needs Pillow.
     """
-    from PIL import Image
-
     root = pathlib.Path(folder)
     if not root.is_dir():
         raise ValueError(f"No folder at {folder!r}; pass images:DIR with a folder of PNG or JPEG files.")
@@ -312,11 +399,9 @@ def load_image_folder(folder: str, size: int = 32) -> tuple[np.ndarray, np.ndarr
     sources = [(p, label) for p, label in sources if p.suffix.lower() in IMAGE_SUFFIXES]
     if not sources:
         raise ValueError(f"No PNG or JPEG images in {folder!r}.")
-    images = np.stack(
-        [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p, _ in sources]
-    )
+    images = np.stack([read_image(p, size) for p, _ in sources]) * 2.0 - 1.0
     labels = None if not classes else np.array([label for _, label in sources], dtype="int32")
-    return scale_images(images), labels
+    return images.astype("float32"), labels
 
 
 def load_images(spec: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:

@@ -9,6 +9,8 @@ fresh minibatch ``data[:, k]``. The step is written once, statefully, in `keras.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -139,12 +141,14 @@ class WGANGP(keras.Model):
         super().__init__(**kwargs)
         self.latent_dim = _check_positive_int("latent_dim", latent_dim)
         self.n_critic = _check_positive_int("n_critic", n_critic)
-        if gp_weight < 0 or drift_weight < 0:
+        if not (
+            math.isfinite(gp_weight) and gp_weight >= 0 and math.isfinite(drift_weight) and drift_weight >= 0
+        ):
             raise ValueError(
-                f"gp_weight and drift_weight must be >= 0, got {gp_weight!r} and {drift_weight!r}."
+                f"gp_weight and drift_weight must be finite and >= 0, got {gp_weight!r} and {drift_weight!r}."
             )
-        if penalty_target <= 0:
-            raise ValueError(f"penalty_target must be > 0, got {penalty_target!r}.")
+        if not (math.isfinite(penalty_target) and penalty_target > 0):
+            raise ValueError(f"penalty_target must be a finite number > 0, got {penalty_target!r}.")
         self.gp_weight = float(gp_weight)
         self.drift_weight = float(drift_weight)
         self.penalty = check_mode(penalty)
@@ -172,13 +176,26 @@ class WGANGP(keras.Model):
                 f"{expected[0].shape[-1]}; pass latent_dim={expected[0].shape[-1]}."
             )
         fake = self.generator(self._conditioned(ops.zeros((1, self.latent_dim)), labels))
+        if isinstance(fake, (list, tuple, dict)):
+            raise ValueError(
+                f"The generator must return one tensor of samples, got {type(fake).__name__} of "
+                f"{len(fake)}; give it a single output."
+            )
         self.sample_shape = tuple(fake.shape[1:])
         try:
-            self.critic(fake if self.auxiliary_classifier else self._conditioned(fake, labels))
+            scores = self.critic(fake if self.auxiliary_classifier else self._conditioned(fake, labels))
         except Exception as error:
             raise ValueError(
                 f"The critic does not accept the generator's output of shape {tuple(fake.shape)}: {error}"
             ) from error
+        if self.auxiliary_classifier:
+            scores = scores[0]
+        if isinstance(scores, (list, tuple, dict)) or tuple(scores.shape) not in ((1,), (1, 1)):
+            shape = type(scores).__name__ if isinstance(scores, (list, tuple, dict)) else tuple(scores.shape)
+            raise ValueError(
+                f"The critic must return one score per sample, shape (batch,) or (batch, 1), but gives "
+                f"{shape} for a batch of 1; end it with Dense(1) (or [scores, class_logits] for AC-WGAN)."
+            )
         self.built = True
 
     def call(self, z, training=False):
@@ -263,16 +280,13 @@ class WGANGP(keras.Model):
             raise RuntimeError(
                 "Call WGANGP.compile() before fit(), e.g. gan.compile() for the default optimizers."
             )
-        dtype = np.asarray(x).dtype if data.is_array(x) else None
-        if dtype is not None and np.issubdtype(dtype, np.integer):
+        if batch_size is not None:
+            _check_positive_int("batch_size", batch_size)
+        if data.is_array(x):
+            self._check_array_data(np.asarray(x), y)
+        elif y is not None:
             raise ValueError(
-                f"The samples are integers ({dtype}) but the generator makes floats; scale "
-                "images with pw.data.scale_images(x) (0..255 → [-1, 1]) or cast other data to float32."
-            )
-        if data.is_array(x) and tuple(np.shape(x)[1:]) != self.sample_shape:
-            raise ValueError(
-                f"The data's samples have shape {tuple(np.shape(x)[1:])} but the generator makes "
-                f"{self.sample_shape}; reshape the data or change the generator's output."
+                "y= goes with array samples; an iterable of minibatches yields (samples, labels)."
             )
         rounds, steps = data.critic_rounds(
             x,
@@ -293,6 +307,28 @@ class WGANGP(keras.Model):
         if isinstance(rounds, data.ArrayRounds):
             kwargs["callbacks"].append(EpochOrder(rounds))
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
+
+    def _check_array_data(self, x: np.ndarray, y) -> None:
+        """Refuse array data the step cannot train on, before the first step (see `data.check_numeric`)."""
+        data.check_numeric(x)
+        if np.issubdtype(x.dtype, np.integer):
+            raise ValueError(
+                f"The samples are integers ({x.dtype}) but the generator makes floats; scale "
+                "images with pw.data.scale_images(x) (0..255 → [-1, 1]) or cast other data to float32."
+            )
+        if tuple(x.shape[1:]) != self.sample_shape:
+            raise ValueError(
+                f"The data's samples have shape {tuple(x.shape[1:])} but the generator makes "
+                f"{self.sample_shape}; reshape the data to (N, {', '.join(map(str, self.sample_shape))}) or "
+                "change the generator's output."
+            )
+        if (y is None) != (self.num_classes is None):
+            raise ValueError(
+                "A conditional WGANGP (num_classes set) trains on samples and labels (y=) and an "
+                "unconditional one on samples alone; pass y= exactly when num_classes is set."
+            )
+        if y is not None:
+            data.as_labels(y, len(x), self.num_classes)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras's TF trainer hook: nothing to build from data (the networks are built at construction,
@@ -412,6 +448,7 @@ class WGANGP(keras.Model):
         every backend. Conditional GANs take ``labels``: one class for all, or ``n`` of them (default:
         the classes in turn, 0, 1, …).
         """
+        n, batch_size = _check_positive_int("n", n), _check_positive_int("batch_size", batch_size)
         z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
         if self.num_classes is None:
             if labels is not None:

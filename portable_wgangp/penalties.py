@@ -7,6 +7,7 @@ comes from :func:`portable_wgangp.backend.input_gradient`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import keras
@@ -56,6 +57,17 @@ def _compatible(shape_a, shape_b) -> bool:
     )
 
 
+def _check_epsilon_shape(shape: tuple, sample_shape: tuple) -> None:
+    """ε is one weight per sample: shape ``(batch,)`` or ``(batch, 1, ...)`` broadcastable to the samples."""
+    batch = sample_shape[0]
+    per_sample = len(shape) >= 1 and shape[0] in (batch, None) and all(d == 1 for d in shape[1:])
+    if not per_sample or len(shape) > len(sample_shape):
+        raise ValueError(
+            f"epsilon must hold one weight per sample, shape ({batch},) or ({batch}, 1, ...), got {shape}; "
+            "pass one interpolation weight per sample."
+        )
+
+
 def uniform_epsilon(batch_size, seed=None):
     """Per-sample interpolation weights ε ~ U[0, 1], shape ``(batch,)``."""
     return keras.random.uniform((batch_size,), seed=seed)
@@ -93,6 +105,10 @@ def gradient_penalty(
     differentiable w.r.t. the critic's weights on every backend.
     """
     check_mode(mode)
+    if isinstance(target, bool) or not (
+        isinstance(target, (int, float)) and math.isfinite(target) and target > 0
+    ):
+        raise ValueError(f"target must be a finite number > 0, got {target!r}.")
     if fake is None:
         if mode != "zero_centered":
             raise ValueError(
@@ -107,5 +123,6 @@ def gradient_penalty(
             )
         if epsilon is None:
             epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
+        _check_epsilon_shape(tuple(ops.shape(epsilon)), tuple(real.shape))
         points = interpolate(real, fake, epsilon)
     return penalty_from_norms(safe_norm(input_gradient(critic, points)), mode=mode, target=target)

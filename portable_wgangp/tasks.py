@@ -62,13 +62,14 @@ class ImageTask:
         self.config = config
         try:
             self.x, self.y = data.load_images(config.dataset, config.image_size)
-            data.check_finite(self.x, config.dataset)
+            if config.conditional and self.y is None:
+                raise UserError(
+                    f"{config.dataset} has no labels; drop --conditional or use class sub-folders."
+                )
+            self.num_classes = data.count_classes(self.y, config.dataset) if config.conditional else None
         except ValueError as error:  # unreadable file, bad dtype, NaN, bad labels: the loader says which
             raise UserError(str(error)) from error
         self.sample_shape = tuple(self.x.shape[1:])
-        if config.conditional and self.y is None:
-            raise UserError(f"{config.dataset} has no labels; drop --conditional or use class sub-folders.")
-        self.num_classes = data.count_classes(self.y, config.dataset) if config.conditional else None
         if config.batch_size > len(self.x):
             raise UserError(
                 f"--batch-size {config.batch_size} exceeds the {len(self.x)} images of {config.dataset}; "
