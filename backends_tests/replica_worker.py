@@ -5,6 +5,9 @@
 - ``mlp``: a small MLP WGAN-GP from fixed initial weights on fixed data, SGD, random noise (model seed
   fixed); saves the final weights and every step's logged metrics.
 - ``linear``: the closed-form step of `reference.linear_step` (fixed noise); saves weights and logs.
+- ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
+  SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
+  OUT.keras, and exits with 128 + the signal.
 
 Set KERAS_BACKEND (and, for torch, the torchrun variables) in the environment. The JAX device count must
 be forced before jax is imported, hence a separate process.
@@ -57,6 +60,30 @@ def linear_run():
     return linear_gan(case), x, rounds.shape[0]
 
 
+def preempt(gan, x, batch_size):
+    """Train with `PreemptionCheckpoint`; the last process is sent SIGTERM at step 4."""
+    import json
+    import signal
+
+    from portable_wgangp.callbacks import PreemptionCheckpoint
+
+    last = pw.distribution.process_index() == REPLICAS - 1  # one replica per process here
+    steps = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+            if last and len(steps) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    first = pw.distribution.process_index() == 0
+    preemption = PreemptionCheckpoint(OUT + ".keras", exit=False, save=first)
+    gan.fit(x, batch_size=batch_size, epochs=4, shuffle=False, verbose=0, callbacks=[Count(), preemption])
+    with open(OUT, "w") as file:
+        json.dump({"steps": len(steps)}, file)
+    sys.exit(128 + (preemption.received or 0))
+
+
 def main():
     multi_process = "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ  # all global devices, found after start
     strategy_devices = (
@@ -64,7 +91,9 @@ def main():
     )
     with pw.distribute(STRATEGY, strategy_devices) as dist:
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
-        gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run}[CASE]()
+        gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run, "preempt": mlp_run}[CASE]()
+        if CASE == "preempt":
+            preempt(gan, x, batch_size)
         history = []
 
         class Record(keras.callbacks.Callback):

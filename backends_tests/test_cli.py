@@ -12,7 +12,7 @@ import pytest
 from conftest import BACKEND
 
 import portable_wgangp  # noqa: F401  (registers WGANGP for load_model)
-from portable_wgangp import cli
+from portable_wgangp.config import requested_values, resolve
 
 RUN_FILES = ("checkpoint.keras", "metrics.jsonl", "quality.json", "samples.png", "losses.png", "config.json")
 
@@ -89,7 +89,7 @@ def test_resume_continues_from_the_saved_step(short_run, tmp_path):
         (["sample", "--checkpoint", "{tmp}/missing.keras", "--out", "{tmp}/x.png"], "No checkpoint at"),
         (
             ["sample", "--checkpoint", "{tmp}/corrupt.keras", "--out", "{tmp}/x.png"],
-            "Cannot load the checkpoint",
+            "is not a portable-wgangp checkpoint",
         ),
         (["train", "--resume", "--out", "{tmp}/empty"], "Nothing to resume"),
     ],
@@ -105,13 +105,10 @@ def test_errors_are_one_line_with_exit_status_2(args, message, tmp_path):
 def test_config_resolution_order(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text("lr = 0.01\nn-critic = 3\nwidth = 64\n")
-    args = cli.build_parser().parse_args(
-        ["train", "--preset", "paper", "--config", str(toml), "--width", "32"]
-    )
-    config = cli.resolve_config(args)
+    config = resolve(requested_values({"width": 32, "lr": None}, str(toml), "paper"), "paper")
     assert (config.lr, config.n_critic, config.width) == (0.01, 3, 32)  # flag > file > preset
     assert (config.beta_1, config.gp_weight, config.steps) == (0.5, 0.1, 100000)  # from the paper preset
-    defaults = cli.resolve_config(cli.build_parser().parse_args(["train"]))
+    defaults = resolve(requested_values({}))
     assert (defaults.width, defaults.n_critic, defaults.gp_weight, defaults.lr) == (128, 2, 0.1, 2e-3)
 
 
