@@ -174,9 +174,9 @@ def test_penalty_arguments_are_checked():
 # -- CLI (in-process; one line, exit status 2) ---------------------------------------------------------
 
 
-def one_line_error(capsys, *argv) -> str:
+def one_line_error(capfd, *argv) -> str:
     assert cli.main(list(argv)) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = capfd.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
 
@@ -191,19 +191,19 @@ def write_npz(path, labels, images=None):
     ("labels", "message"),
     [([0, 1, -1] * 30, "distinct values [-1, 0, 1]"), ([0, 1, 10**6] * 30, "[0, 1, 1000000]")],
 )
-def test_cli_refuses_bad_labels_before_writing(tmp_path, capsys, labels, message):
+def test_cli_refuses_bad_labels_before_writing(tmp_path, capfd, labels, message):
     spec = write_npz(tmp_path / "d.npz", labels)
     out = tmp_path / "out"
-    assert message in one_line_error(capsys, "train", "--dataset", spec, "--conditional", "--out", str(out))
+    assert message in one_line_error(capfd, "train", "--dataset", spec, "--conditional", "--out", str(out))
     assert not out.exists()
 
 
-def test_cli_refuses_nan_in_array_data(tmp_path, capsys):
+def test_cli_refuses_nan_in_array_data(tmp_path, capfd):
     images = RNG.uniform(-1, 1, size=(90, 8, 8)).astype("float32")
     images[77, 3, 3] = np.nan
     spec = write_npz(tmp_path / "nan.npz", [0] * 90, images)
     assert "first in sample 77" in one_line_error(
-        capsys, "train", "--dataset", spec, "--out", str(tmp_path / "o")
+        capfd, "train", "--dataset", spec, "--out", str(tmp_path / "o")
     )
 
 
@@ -217,11 +217,9 @@ def test_cli_refuses_nan_in_array_data(tmp_path, capsys):
         ("lr = ", "is not valid TOML"),
     ],
 )
-def test_toml_values_are_type_checked(tmp_path, capsys, toml, message):
+def test_toml_values_are_type_checked(tmp_path, capfd, toml, message):
     (tmp_path / "c.toml").write_text(toml + "\n")
-    error = one_line_error(
-        capsys, "train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o")
-    )
+    error = one_line_error(capfd, "train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o"))
     assert re.search(message, error), error
 
 
@@ -236,15 +234,15 @@ def test_toml_values_are_type_checked(tmp_path, capsys, toml, message):
         (["--out", ""], "--out must name a folder"),
     ],
 )
-def test_cli_settings_that_do_not_fit_are_refused(tmp_path, capsys, argv, message):
+def test_cli_settings_that_do_not_fit_are_refused(tmp_path, capfd, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
     out = [] if "--out" in argv else ["--out", str(tmp_path / "o")]
     if "invalid float" in message:
         with pytest.raises(SystemExit) as stop:
             cli.main(["train", *argv, *out])
-        assert stop.value.code == 2 and message in capsys.readouterr().err
+        assert stop.value.code == 2 and message in capfd.readouterr().err
         return
-    assert message in one_line_error(capsys, "train", *argv, *out)
+    assert message in one_line_error(capfd, "train", *argv, *out)
 
 
 @pytest.fixture(scope="module")
@@ -270,18 +268,18 @@ def toy_checkpoint(tmp_path_factory):
         ),
     ],
 )
-def test_sample_and_evaluate_arguments(toy_checkpoint, tmp_path, capsys, argv, message):
+def test_sample_and_evaluate_arguments(toy_checkpoint, tmp_path, capfd, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
-    assert message in one_line_error(capsys, *argv[:1], "--checkpoint", str(toy_checkpoint), *argv[1:])
+    assert message in one_line_error(capfd, *argv[:1], "--checkpoint", str(toy_checkpoint), *argv[1:])
 
 
-def test_a_keras_model_that_is_not_ours_is_named_so(tmp_path, capsys):
+def test_a_keras_model_that_is_not_ours_is_named_so(tmp_path, capfd):
     mlp(2, 1).save(tmp_path / "plain.keras")
-    error = one_line_error(capsys, "sample", "--checkpoint", str(tmp_path / "plain.keras"), "--out", "x.npy")
+    error = one_line_error(capfd, "sample", "--checkpoint", str(tmp_path / "plain.keras"), "--out", "x.npy")
     assert "is not a portable-wgangp checkpoint (it holds a Sequential)" in error
 
 
-def test_sixteen_bit_arrays_train_from_the_cli(tmp_path, capsys):
+def test_sixteen_bit_arrays_train_from_the_cli(tmp_path, capfd):
     spec = write_npz(tmp_path / "deep.npz", [0, 1] * 45)
     flags = ["--steps", "2", "--base", "4", "--batch-size", "8", "--n-critic", "1", "--quiet"]
     assert cli.main(["train", "--dataset", spec, "--conditional", "--out", str(tmp_path / "o"), *flags]) == 0
