@@ -8,6 +8,7 @@ import math
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
 import keras
@@ -157,6 +158,22 @@ def save_atomically(model: keras.Model, path) -> pathlib.Path:
     return path
 
 
+def save_checkpoint(model: keras.Model, path) -> None:
+    """Process 0 saves ``model`` to ``path`` atomically; every other process of a multi-process run saves to
+    a scratch file that is then deleted.
+
+    Every process must save: under JAX multi-process Keras's saving runs collectives (as TF's
+    multi-worker checkpointing does), so a save on process 0 alone would wait for the others forever.
+    """
+    from portable_wgangp import distribution
+
+    if distribution.process_index() == 0:
+        save_atomically(model, path)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        save_atomically(model, pathlib.Path(scratch) / pathlib.Path(path).name)
+
+
 class Every(keras.callbacks.Callback):
     """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say).
 
@@ -178,13 +195,13 @@ class Every(keras.callbacks.Callback):
 class Checkpoint(Every):
     """Saves the whole model (both networks, both optimizers, the seed state) every ``every`` steps.
 
-    The file is replaced atomically; the step is the generator optimizer's iteration count, so a run
-    resumed from it knows where it stands. `NonFiniteGuard` runs first, so a non-finite state is never
-    saved.
+    The file is replaced atomically by process 0 (see `save_checkpoint`); the step is the generator
+    optimizer's iteration count, so a run resumed from it knows where it stands. `NonFiniteGuard` runs
+    first, so a non-finite state is never saved.
     """
 
     def __init__(self, path, every: int, first_step: int = 0):
-        super().__init__(every, lambda model, step: save_atomically(model, path), first_step)
+        super().__init__(every, lambda model, step: save_checkpoint(model, path), first_step)
         self.path = path
 
 
@@ -230,8 +247,8 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
     SIGTERM is what preemptible TPU VMs, Kubernetes and Slurm send before they kill a job; SIGINT is
     Ctrl-C. A second signal aborts at once (the process dies by that signal). In a multi-process run every
     process stops at the same step: each step ends with an all-reduce of "a signal arrived here"
-    (`distribution.any_process`), and only process 0 saves (``save`` is False elsewhere). Resuming from the
-    checkpoint continues exactly where the run stopped.
+    (`distribution.any_process`), and process 0 writes the checkpoint (`save_checkpoint`). Resuming from
+    the checkpoint continues exactly where the run stopped.
 
     With ``exit=True`` (the default) training then ends the script with one line on stderr and exit
     status 128 + the signal's number (143 for SIGTERM, 130 for SIGINT); with ``exit=False`` `fit` just
@@ -241,11 +258,10 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
 
     SIGNALS = ("SIGTERM", "SIGINT")
 
-    def __init__(self, path, *, exit: bool = True, save: bool = True, first_step: int = 0):
+    def __init__(self, path, *, exit: bool = True, first_step: int = 0):
         super().__init__()
         self.path = pathlib.Path(path)
         self.exit = exit
-        self.save = save
         self.step = first_step
         self.received: int | None = None
         self._pending: int | None = None
@@ -277,8 +293,7 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         if not distribution.any_process(self._pending is not None):
             return
         self.received = self._pending or _peer_signal()
-        if self.save:
-            save_atomically(self.model, self.path)
+        save_checkpoint(self.model, self.path)
         self.model.stop_training = True
 
     def on_train_end(self, logs=None):

@@ -58,7 +58,7 @@ def any_process(flag: bool) -> bool:
 
     Every process must call it at the same point (it is a collective): torch all-reduces with MAX over
     the process group, JAX gathers across processes (`multihost_utils.process_allgather`), TensorFlow
-    reduces with MAX across the workers of a `MultiWorkerMirroredStrategy`.
+    sums across the workers of a `MultiWorkerMirroredStrategy`.
     """
     name = keras.backend.backend()
     if name == "torch":
@@ -85,7 +85,7 @@ def any_process(flag: bool) -> bool:
         strategy = tf.distribute.get_strategy()
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             flags = strategy.run(lambda: tf.constant(int(flag)))
-            return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flags, axis=None))
+            return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0)
     return flag
 
 

@@ -60,7 +60,8 @@ def _compatible(shape_a, shape_b) -> bool:
 def _check_epsilon_shape(shape: tuple, sample_shape: tuple) -> None:
     """ε is one weight per sample: shape ``(batch,)`` or ``(batch, 1, ...)`` broadcastable to the samples."""
     batch = sample_shape[0]
-    per_sample = len(shape) >= 1 and shape[0] in (batch, None) and all(d == 1 for d in shape[1:])
+    known = isinstance(batch, int) and isinstance(shape[0], int) if shape else True
+    per_sample = len(shape) >= 1 and (not known or shape[0] == batch) and all(d == 1 for d in shape[1:])
     if not per_sample or len(shape) > len(sample_shape):
         raise ValueError(
             f"epsilon must hold one weight per sample, shape ({batch},) or ({batch}, 1, ...), got {shape}; "
@@ -123,6 +124,7 @@ def gradient_penalty(
             )
         if epsilon is None:
             epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
-        _check_epsilon_shape(tuple(ops.shape(epsilon)), tuple(real.shape))
+        epsilon = ops.convert_to_tensor(epsilon)
+        _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
         points = interpolate(real, fake, epsilon)
     return penalty_from_norms(safe_norm(input_gradient(critic, points)), mode=mode, target=target)

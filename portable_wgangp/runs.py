@@ -20,6 +20,7 @@ import os
 import pathlib
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -189,12 +190,13 @@ def train(request: TrainRequest) -> int:
     with pw.distribute(config.strategy):
         gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
         done = int(gan.generator_optimizer.iterations)
-        chief = distribution.process_index() == 0
-        with folder.claim(mode) if chief else contextlib.nullcontext(folder):
-            if chief:
-                files.write_json(folder / "config.json", dataclasses.asdict(config))
-                _keep_records_until(folder / "metrics.jsonl", done)
-            return _fit_and_finish(config, task, gan, folder, done, request.quiet, chief)
+        if distribution.process_index() > 0:  # the others do what process 0 does (collectives), in scratch
+            with tempfile.TemporaryDirectory() as scratch:
+                return _fit_and_finish(config, task, gan, RunFolder(scratch), done, quiet=True)
+        with folder.claim(mode):
+            files.write_json(folder / "config.json", dataclasses.asdict(config))
+            _keep_records_until(folder / "metrics.jsonl", done)
+            return _fit_and_finish(config, task, gan, folder, done, request.quiet)
 
 
 def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
@@ -227,7 +229,7 @@ def _keep_records_until(path: pathlib.Path, done: int) -> None:
         files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool, chief: bool) -> int:
+def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool) -> int:
     import keras
 
     from portable_wgangp import callbacks
@@ -238,7 +240,7 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool
         flush=True,
     )
     started = time.perf_counter()
-    preemption = callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, save=chief)
+    preemption = callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, first_step=done)
     if done < config.steps:
         writers = [
             callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
@@ -261,8 +263,8 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool
             verbose=0,
             callbacks=[
                 preemption,
-                *(writers if chief else []),
-                *([] if quiet or not chief else [callbacks.ProgressBar(config.steps, first_step=done)]),
+                *writers,
+                *([] if quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
             ],
         )
     if preemption.received is not None:
@@ -275,9 +277,7 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool
             f"{folder.path}",
         )
     seconds = time.perf_counter() - started
-    if not chief:
-        return 0
-    callbacks.save_atomically(gan, folder / "checkpoint.keras")
+    callbacks.save_checkpoint(gan, folder / "checkpoint.keras")
     quality = _write_results(gan, config, task, folder)
     print(f"done in {seconds:.1f} s: " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     for name in RUN_FILES:
