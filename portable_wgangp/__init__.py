@@ -6,7 +6,7 @@ select_default_backend()
 import_quietly("keras")  # and so its backend, without TensorFlow's start-up INFO lines
 
 # ruff: noqa: E402  (keras must not be imported before the backend is chosen)
-from portable_wgangp import data, losses, nets, penalties
+from portable_wgangp import callbacks, data, losses, nets, penalties
 from portable_wgangp.backend import input_gradient
 from portable_wgangp.distribution import Distribution, distribute
 from portable_wgangp.model import WGANGP
@@ -18,6 +18,7 @@ __all__ = [
     "WGANGP",
     "Distribution",
     "__version__",
+    "callbacks",
     "data",
     "distribute",
     "gradient_penalty",

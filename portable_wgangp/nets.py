@@ -29,7 +29,10 @@ def _upsamplings(image_shape) -> int:
     """Stride-2 stages between a 4×4 (2×2 for 8×8 images) seed and the image: log2(size / 4), at least 1."""
     height, width = image_shape[:2]
     if height != width or height not in (8, 16, 32, 64):
-        raise ValueError(f"DCGAN nets take square images of 8, 16, 32 or 64 pixels, got {height}×{width}.")
+        raise ValueError(
+            f"DCGAN nets take square images of 8, 16, 32 or 64 pixels, got {height}×{width}; resize the "
+            "images (images:DIR takes --image-size)."
+        )
     return max(1, int(np.log2(height // 4)))
 
 
