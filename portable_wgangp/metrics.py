@@ -196,3 +196,19 @@ def default_extractor(dataset: str):
     if dataset == "digits":
         return DigitsFeatures()
     return InceptionFeatures() if InceptionFeatures.available() else PixelFeatures()
+
+
+def extractor_from_spec(spec: str):
+    """The feature extractor that ``spec`` names: ``digits-mlp64``, ``pixels-8x8``, ``inception-v3``, or
+    ``inception-fid:PATH`` (the FID Inception of published FIDs, weights from the ``.npz`` at PATH)."""
+    name, _, path = spec.partition(":")
+    if name == "inception-fid" and path:
+        from portable_wgangp.fid_inception import FIDInception
+
+        return FIDInception(path)
+    extractors = {cls.name: cls for cls in (DigitsFeatures, PixelFeatures, InceptionFeatures)}
+    if spec not in extractors:
+        raise ValueError(
+            f"unknown feature extractor {spec!r}; choose {', '.join(extractors)} or inception-fid:PATH."
+        )
+    return extractors[spec]()
