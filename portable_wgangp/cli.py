@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="the class to draw, for a conditional model")
     sample.add_argument("--out", required=True, help="F.png (a picture) or F.npy (the raw samples)")
 
+    check = commands.add_parser(
+        "check", help="replica-invariance self-test of this machine: R replicas vs one device (exit 0 = pass)"
+    )
+    check.add_argument("--strategy", default="auto", help="the strategy to check (default auto)")
+    check.add_argument("--devices", nargs="+", help="device names, as pw.distribute takes them (default all)")
+    check.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="replicas to create where there are not that many devices: TF logical CPUs for mirrored, "
+        "JAX host devices on CPU (default 2)",
+    )
+    check.add_argument("--dtype-policy", help="check the penalty under this policy, e.g. mixed_bfloat16")
+    check.add_argument("--no-timing", action="store_true", help="skip the step timings")
+    check.add_argument("--json", help="also write the report to this JSON file")
+
     evaluate = commands.add_parser("evaluate", help="print the quality figures of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train")
     evaluate.add_argument("--dataset", default="gaussians8", help="the data it was trained on")
@@ -164,7 +180,48 @@ def _check_parent_folder(path) -> None:
         raise UserError(f"No folder {str(parent)!r} to write {path!r} into; create it first.")
 
 
-COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate}
+def check(args) -> int:
+    """Exit status 0 when every difference is within tolerance, 1 otherwise (see `portable_wgangp.check`)."""
+    import keras
+
+    from portable_wgangp import check as self_test
+    from portable_wgangp import distribution, files
+
+    if args.replicas < 1:
+        raise UserError(f"--replicas must be at least 1, got {args.replicas}.")
+    if args.json:
+        _check_parent_folder(args.json)
+    if args.strategy not in distribution.strategies():
+        raise UserError(
+            f"Strategy {args.strategy!r} does not fit the {distribution.backend_name()} backend; choose "
+            f"one of {', '.join(distribution.strategies())}."
+        )
+    if keras.backend.backend() == "jax" and "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in os.environ:
+        _force_host_devices(args.replicas)
+    if args.dtype_policy:
+        try:
+            keras.config.set_dtype_policy(args.dtype_policy)
+        except ValueError as error:
+            raise UserError(f"Unknown --dtype-policy {args.dtype_policy!r}; e.g. mixed_bfloat16.") from error
+    report = self_test.run_check(
+        args.strategy, args.devices, replicas=args.replicas, timing=not args.no_timing
+    )
+    if report["process_index"] == 0:  # one table and one file per run, not one per process
+        print(self_test.format_report(report), flush=True)
+        if args.json:
+            files.write_json(args.json, report)
+    return 0 if report["passed"] else 1
+
+
+def _force_host_devices(count: int) -> None:
+    """JAX on a CPU host shows one device; ``count`` host devices make data parallelism checkable there.
+    Harmless on accelerators (only the host platform is affected). Must run before JAX starts."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate, "check": check}
 
 
 def main(argv=None) -> int:

@@ -118,6 +118,22 @@ def process_index() -> int:
     return backend_ops.replica_index()
 
 
+def process_count() -> int:
+    """Processes of the run in force (1 alone)."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
+        workers = resolver.cluster_spec().as_dict().get("worker", []) if resolver is not None else []
+        return max(1, len(workers))
+    if name == "jax":
+        import jax
+
+        return jax.process_count()
+    return backend_ops.num_replicas()
+
+
 def input_shard() -> tuple[int, int]:
     """``(index, count)``: the consecutive share of every global batch that this process must feed.
 
