@@ -1,7 +1,8 @@
 """Reference values in float64 numpy: the cross-backend contract that every backend must match to 1e-5.
 
-``python backends_tests/reference.py`` rewrites ``data/reference_values.json`` (numpy only) and, with a
-Keras backend installed, ``data/reference_model.keras`` (a WGANGP holding the generator weights below).
+``python backends_tests/reference.py`` rewrites ``data/reference_values.json`` and
+``data/reference_model.keras`` (a WGANGP holding the generator weights below). The linear step's closed form
+is `portable_wgangp.check`'s, which `portable-wgangp check` uses on users' machines too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import json
 import pathlib
 
 import numpy as np
+
+from portable_wgangp.check import linear_case as linear_step_case
+from portable_wgangp.check import linear_closed_form as linear_step
 
 DATA = pathlib.Path(__file__).parent / "data"
 VALUES = DATA / "reference_values.json"
@@ -82,46 +86,6 @@ def penalty_weight_gradients(weights, real, fake, epsilon, mode, target, h=1e-6)
             grad[index] = (shifted[0] - shifted[1]) / (2 * h)
         grads.append(grad)
     return grads
-
-
-def linear_step_case():
-    """Linear generator G(z) = zA + c and linear critic f(x) = x·w + b, trained by SGD, noise fixed."""
-    rng = _rng()
-    batch, latent, dim, n_critic = 8, 3, 2, 2
-    return {
-        "A": rng.normal(size=(latent, dim)),
-        "c": rng.normal(size=(dim,)),
-        "w": rng.normal(size=(dim,)) * 2.0,
-        "b": np.array([0.3]),
-        "z": rng.normal(size=(batch, latent)),
-        "epsilon": rng.uniform(size=(batch,)),
-        "rounds": rng.normal(size=(batch, n_critic, dim)) + np.array([2.0, -1.0]),
-        "n_critic": n_critic,
-        "gp_weight": 10.0,
-        "lr": 0.05,
-    }
-
-
-def linear_step(case):
-    """One WGANGP step in closed form (n_critic SGD critic updates, then one SGD generator update).
-
-    Penalty of a linear critic: (‖w‖ − 1)², gradient 2(‖w‖ − 1)w/‖w‖, whatever ε. The same z serves
-    every draw of the step.
-    """
-    A, c, w, b = (case[k].copy() for k in ("A", "c", "w", "b"))
-    z, lr, lam = case["z"], case["lr"], case["gp_weight"]
-    fake_mean = (z @ A + c).mean(axis=0)
-    for k in range(case["n_critic"]):
-        real_mean = case["rounds"][:, k].mean(axis=0)
-        norm = np.linalg.norm(w)
-        estimate = real_mean @ w - fake_mean @ w
-        gp = (norm - 1.0) ** 2
-        logs = {"critic_loss": -estimate + lam * gp, "gradient_penalty": gp, "wasserstein_estimate": estimate}
-        w = w - lr * (-(real_mean - fake_mean) + lam * 2.0 * (norm - 1.0) * w / norm)
-    logs["generator_loss"] = -(fake_mean @ w + b[0])
-    A = A - lr * (-np.outer(z.mean(axis=0), w))
-    c = c - lr * (-w)
-    return {"A": A, "c": c, "w": w, "b": b, "logs": {k: float(v) for k, v in logs.items()}}
 
 
 def generator_case():

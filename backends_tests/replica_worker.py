@@ -2,9 +2,8 @@
 
 ``python replica_worker.py CASE STRATEGY REPLICAS OUT.npz`` with CASE:
 
-- ``mlp``: a small MLP WGAN-GP from fixed initial weights on fixed data, SGD, random noise (model seed
-  fixed); saves the final weights and every step's logged metrics.
-- ``linear``: the closed-form step of `reference.linear_step` (fixed noise); saves weights and logs.
+- ``mlp``, ``linear``: the cases of `portable_wgangp.check` (the ones `portable-wgangp check` runs on
+  users' machines); saves the final weights and every step's logged metrics.
 - ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
   SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
   OUT.keras, and exits with 128 + the signal.
@@ -24,13 +23,9 @@ if os.environ.get("KERAS_BACKEND") == "jax":
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import reference  # noqa: E402
-from gans import linear_gan  # noqa: E402
 
 import portable_wgangp as pw  # noqa: E402
-from portable_wgangp.nets import mlp  # noqa: E402
-
-GLOBAL_BATCH, N_CRITIC, STEPS, LATENT = 8, 2, 3, 3
+from portable_wgangp.check import mlp_run, train_case  # noqa: E402
 
 
 def devices(count):
@@ -41,32 +36,14 @@ def devices(count):
     return None
 
 
-def mlp_run():
-    """``(gan, x)``: fixed initial weights and data, SGD; built inside the distribution."""
-    rng = np.random.default_rng(0)
-    x = (rng.normal(size=(GLOBAL_BATCH * N_CRITIC * STEPS, 2)) * 0.3 + [1.0, -0.5]).astype("float32")
-    generator, critic = mlp(LATENT, 2, width=16, depth=2), mlp(2, 1, width=16, depth=2)
-    for net in (generator, critic):  # the same initial weights whatever the strategy
-        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.4 for w in net.get_weights()])
-    gan = pw.WGANGP(generator, critic, LATENT, n_critic=N_CRITIC, gp_weight=1.0, seed=7)
-    gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
-    return gan, x, GLOBAL_BATCH
-
-
-def linear_run():
-    case = reference.linear_step_case()
-    rounds = case["rounds"].astype("float32")
-    x = np.swapaxes(rounds, 0, 1).reshape(-1, rounds.shape[-1])  # minibatch k = rounds[:, k]
-    return linear_gan(case), x, rounds.shape[0]
-
-
-def preempt(gan, x, batch_size):
-    """Train with `PreemptionCheckpoint`; the last process is sent SIGTERM at step 4."""
+def preempt():
+    """Train the mlp case with `PreemptionCheckpoint`; the last process is sent SIGTERM at step 4."""
     import json
     import signal
 
     from portable_wgangp.callbacks import PreemptionCheckpoint
 
+    gan, x, batch_size = mlp_run()
     last = pw.distribution.process_index() == REPLICAS - 1  # one replica per process here
     steps = []
 
@@ -90,23 +67,11 @@ def main():
     )
     with pw.distribute(STRATEGY, strategy_devices) as dist:
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
-        gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run, "preempt": mlp_run}[CASE]()
         if CASE == "preempt":
-            preempt(gan, x, batch_size)
-        history = []
-
-        class Record(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                history.append({k: float(v) for k, v in logs.items()})
-
-        gan.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
-        names = sorted(history[0])
-        weights = gan.generator.get_weights() + gan.critic.get_weights()
+            preempt()
+        run = train_case(CASE)
         np.savez(
-            OUT,
-            names=np.array(names),
-            logs=np.array([[step[k] for k in names] for step in history]),
-            **{f"w{i}": w for i, w in enumerate(weights)},
+            OUT, names=np.array(run.names), logs=run.logs, **{f"w{i}": w for i, w in enumerate(run.weights)}
         )
 
 

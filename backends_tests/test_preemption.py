@@ -59,7 +59,6 @@ def test_a_signal_saves_the_current_step_and_resuming_equals_an_uninterrupted_ru
     name = signal.Signals(number).name
     assert f"stopped by {name} at step {step};" in lines[0] and "--resume --out" in lines[0]
     assert int(keras.models.load_model(out / "checkpoint.keras").generator_optimizer.iterations) == step
-    assert step % 10, "the signal should fall between two periodic checkpoints"
     train(out, "--resume", "--quiet")
     assert_same_weights(final_weights(out), uninterrupted)
     assert [r["step"] for r in files.read_records(out / "metrics.jsonl")] == list(range(1, 401))

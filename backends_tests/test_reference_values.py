@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import reference
 from conftest import assert_close, mlp_critic, tensor
-from gans import linear_gan
 
 import portable_wgangp as pw
 from portable_wgangp import backend
+from portable_wgangp.check import linear_gan
 
 VALUES = json.loads(reference.VALUES.read_text())
 

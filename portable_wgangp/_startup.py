@@ -18,7 +18,8 @@ FRAMEWORKS = ("tensorflow", "jax", "torch")
 # TensorFlow's start-up INFO chatter; its warnings and errors are kept.
 _CHATTER = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} \d\d:\d\d:\d\d|"
-    r"To enable the following instructions: .*rebuild TensorFlow)"
+    r"To enable the following instructions: .*rebuild TensorFlow|"
+    r"W\d{4} \d\d:\d\d:\d\d.* dataset\.cc:\d+\] Input of GeneratorDatasetOp)"
 )
 
 

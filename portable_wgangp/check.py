@@ -19,6 +19,7 @@ when its `pw.distribute` block ends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -149,9 +150,21 @@ class Run:
     weights: list[np.ndarray]
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """The global Keras dtype policy set to ``name`` for the duration of the block."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def train_case(name: str) -> Run:
-    """Build and train case ``name`` (inside whatever distribution is in force)."""
-    gan, x, batch_size = CASES[name]()
+    """Build and train case ``name`` in float32 (inside whatever distribution is in force)."""
+    with dtype_policy("float32"):
+        gan, x, batch_size = CASES[name]()
     history: list[dict] = []
 
     class Record(keras.callbacks.Callback):
@@ -209,31 +222,31 @@ def compare_closed_form(run: Run) -> dict:
 
 def penalty_under_policy() -> dict:
     """The penalty of a tanh MLP critic under the active dtype policy against float32."""
-    policy = keras.config.dtype_policy()
+    policy = keras.config.dtype_policy().name
     rng = np.random.default_rng(3)
     real = rng.normal(size=(64, 2)).astype("float32")
     fake = (rng.normal(size=(64, 2)) + 1.0).astype("float32")
     epsilon = rng.uniform(size=(64,)).astype("float32")
     values = {}
-    for name in ("float32", policy.name):
-        keras.config.set_dtype_policy(name)
-        critic = mlp(2, 1, width=32, depth=2, activation="tanh")
-        weights = np.random.default_rng(4)
-        critic.set_weights(
-            [weights.normal(size=w.shape).astype("float32") * 0.5 for w in critic.get_weights()]
-        )
-        penalty = pw.gradient_penalty(critic, real, fake, epsilon=epsilon)
-        values[name] = float(keras.ops.convert_to_numpy(penalty))
-    keras.config.set_dtype_policy(policy)
-    reference, actual = values["float32"], values[policy.name]
-    relative = abs(actual - reference) / abs(reference)
+    for name in ("float32", policy):
+        with dtype_policy(name):
+            critic = mlp(2, 1, width=32, depth=2, activation="tanh")
+            draw = np.random.default_rng(4)
+            critic.set_weights(
+                [draw.normal(size=w.shape).astype("float32") * 0.5 for w in critic.get_weights()]
+            )
+            values[name] = float(
+                keras.ops.convert_to_numpy(pw.gradient_penalty(critic, real, fake, epsilon=epsilon))
+            )
+            compute_dtype = critic.layers[0].compute_dtype
+    relative = abs(values[policy] - values["float32"]) / abs(values["float32"])
     return {
-        "policy": policy.name,
-        "compute_dtype": policy.compute_dtype,
-        "float32": reference,
-        "policy_value": actual,
+        "policy": policy,
+        "compute_dtype": compute_dtype,
+        "float32": values["float32"],
+        "policy_value": values[policy],
         "relative_diff": relative,
-        "tolerance": PENALTY_RTOL.get(policy.compute_dtype, 3e-2),
+        "tolerance": PENALTY_RTOL.get(compute_dtype, 3e-2),
     }
 
 
@@ -244,8 +257,9 @@ def step_time(replicas: int, steps: int = 10) -> float:
     """Milliseconds per generator step of the paper's toy setting with 3×256 MLPs (n_critic 5, Adam),
     global batch 256 (a multiple of ``replicas``), after 2 warm-up steps (compilation)."""
     batch = 256 // replicas * replicas
-    gan = pw.WGANGP(mlp(2, 2, width=256), mlp(2, 1, width=256), 2, n_critic=5, seed=0)
-    gan.compile()
+    with dtype_policy("float32"):
+        gan = pw.WGANGP(mlp(2, 2, width=256), mlp(2, 1, width=256), 2, n_critic=5, seed=0)
+        gan.compile()
     x = pw.data.toy_samples("gaussians8", batch * 5 * (steps + 2), np.random.default_rng(0))
     gan.fit(x, batch_size=batch, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)
     started = time.perf_counter()

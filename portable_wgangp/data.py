@@ -77,13 +77,13 @@ def check_numeric(x: np.ndarray, what: str = "Real samples") -> None:
         )
 
 
-def check_finite(x: np.ndarray, what: str = "the data") -> None:
+def check_finite(x: np.ndarray, what: str = "The data") -> None:
     """Refuse NaN or inf anywhere in ``x``, naming the first sample that holds one."""
     finite = np.isfinite(x)
     if not finite.all():
         bad = np.argwhere(~finite)
         raise ValueError(
-            f"{what} holds {len(bad)} NaN or infinite value(s), the first in sample {bad[0][0]} at index "
+            f"{what}: {len(bad)} NaN or infinite value(s), the first in sample {bad[0][0]} at index "
             f"{tuple(int(i) for i in bad[0])}; remove or replace them before training."
         )
 
