@@ -405,7 +405,13 @@ class WGANGP(keras.Model):
             estimate = wasserstein_estimate(real_scores, fake_scores)
             penalty = (  # gp_weight 0: no penalty to compute (logged as 0)
                 gradient_penalty(
-                    critic, real, fake, epsilon=epsilon, mode=self.penalty, target=self.penalty_target
+                    critic,
+                    real,
+                    fake,
+                    epsilon=epsilon,
+                    mode=self.penalty,
+                    target=self.penalty_target,
+                    loss_scale=self._penalty_loss_scale(),
                 )
                 if self.gp_weight
                 else ops.zeros((), "float32")
@@ -421,6 +427,11 @@ class WGANGP(keras.Model):
         _, (loss, estimate, penalty), grads = backend.value_and_grad(objective, variables)
         backend.apply_gradients(self.critic_optimizer, grads, variables)
         return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
+
+    def _penalty_loss_scale(self):
+        """The critic optimizer's loss scale under float16 (`LossScaleOptimizer`), else None."""
+        optimizer = self.critic_optimizer
+        return optimizer.dynamic_scale if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
 
     def generator_update(self, batch_size, labels=None):
         """One generator update on this replica's ``batch_size`` latent vectors; returns its loss."""

@@ -97,6 +97,7 @@ def gradient_penalty(
     mode: str = "two_sided",
     target: float = 1.0,
     seed=None,
+    loss_scale=None,
 ):
     """Gradient penalty of ``critic`` at interpolates of ``real`` and ``fake`` (a float32 scalar).
 
@@ -104,6 +105,10 @@ def gradient_penalty(
     given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖. In mode
     ``zero_centered`` with ``fake=None`` the gradient is taken at the real samples (R1). The result is
     differentiable w.r.t. the critic's weights on every backend.
+
+    ``loss_scale`` S (float16 critics): g is taken as ∇ₓ (S·critic(x̂)) / S, so the backward pass through
+    the float16 layers carries S-times larger values that do not underflow (PyTorch's AMP recipe for
+    gradient penalties; TF issue #48662); the unscaling and the norm are float32.
     """
     check_mode(mode)
     if isinstance(target, bool) or not (
@@ -127,4 +132,18 @@ def gradient_penalty(
         epsilon = ops.convert_to_tensor(epsilon)
         _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
         points = interpolate(real, fake, epsilon)
-    return penalty_from_norms(safe_norm(input_gradient(critic, points)), mode=mode, target=target)
+    return penalty_from_norms(
+        safe_norm(scaled_input_gradient(critic, points, loss_scale)), mode=mode, target=target
+    )
+
+
+def scaled_input_gradient(critic: Callable, points, loss_scale=None):
+    """∇ₓ Σ critic(x) at ``points`` in float32; as ∇ₓ Σ S·critic(x) / S when ``loss_scale`` S is given."""
+    if loss_scale is None:
+        return ops.cast(input_gradient(critic, points), "float32")
+    scale = ops.cast(loss_scale, "float32")
+
+    def scaled(x, **kwargs):
+        return ops.cast(critic(x, **kwargs), "float32") * scale
+
+    return ops.cast(input_gradient(scaled, points), "float32") / scale
