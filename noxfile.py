@@ -18,6 +18,18 @@ def tests(session: nox.Session, backend: str) -> None:
 
 
 @nox.session
+@nox.parametrize("backend", list(EXTRAS))
+def nightly(session: nox.Session, backend: str) -> None:
+    """The suite against keras-nightly (the next Keras, 3.16.dev), one backend at a time; not in the
+    default run: `nox -s "nightly(backend='torch')"` (pytest arguments after `--`)."""
+    session.install("-c", CONSTRAINTS, f".[{EXTRAS[backend]},dev]")
+    session.run("pip", "uninstall", "--yes", "keras")
+    session.install("keras-nightly")  # the same `keras` package, unpinned
+    session.run("python", "-c", "import keras; print('keras', keras.__version__)")
+    session.run("pytest", *session.posargs, env={"KERAS_BACKEND": backend})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("-c", CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")

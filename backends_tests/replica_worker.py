@@ -70,6 +70,7 @@ def main():
         if CASE == "preempt":
             preempt()
         run = train_case(CASE)
+        assert getattr(run.model, "ddp_model", None) is None  # Keras 3.16's torch DDP wrapper: opted out
         np.savez(
             OUT, names=np.array(run.names), logs=run.logs, **{f"w{i}": w for i, w in enumerate(run.weights)}
         )

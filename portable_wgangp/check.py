@@ -148,6 +148,7 @@ class Run:
     names: list[str]
     logs: np.ndarray  # (steps, metrics)
     weights: list[np.ndarray]
+    model: pw.WGANGP
 
 
 @contextlib.contextmanager
@@ -178,6 +179,7 @@ def train_case(name: str) -> Run:
         names,
         np.array([[step[k] for k in names] for step in history], dtype="float64"),
         [np.asarray(w, dtype="float64") for w in weights],
+        gan,
     )
 
 

@@ -336,6 +336,12 @@ class WGANGP(keras.Model):
         cannot do with Keras 3.15)."""
         self._symbolic_build(data_batch=data_batch)
 
+    def _initialize_ddp(self) -> None:
+        """Keras ≥ 3.16's torch trainer wraps the whole model in `DistributedDataParallel` whenever a process
+        group exists (keras PR #23316). Our step never calls that wrapper (DDP has no double backward; the
+        gradients are all-reduced by `backend.value_and_grad`), so the wrapper would only broadcast every
+        weight and hold gradient buckets the size of both networks: opt out."""
+
     def train_step(self, *args):
         """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
         return backend.train_step(self, self.train_round, *args)
