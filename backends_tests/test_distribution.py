@@ -31,7 +31,9 @@ CONFIGURATIONS = {
         ("data_parallel", 1, 1),
         ("data_parallel", 2, 1),
         ("data_parallel", 4, 1),
+        ("data_parallel", 8, 1),
         ("data_parallel", 2, 2),
+        ("data_parallel", 4, 2),  # the shape of a TPU pod slice: 2 hosts × 2 devices
     ],
     "torch": [("ddp", 2, 2), ("ddp", 4, 4)],
 }[BACKEND]
@@ -58,6 +60,8 @@ def process_environments(strategy: str, replicas: int, processes: int) -> list[d
             JAX_DEVICES_PER_PROCESS=str(replicas // processes),
         )
         return [{**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)} for i in range(processes)]
+    if strategy == "data_parallel":
+        env["JAX_DEVICES_PER_PROCESS"] = str(max(4, replicas))
     if strategy == "ddp":
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(replicas))
         return [{**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(replicas)]

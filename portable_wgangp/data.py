@@ -164,15 +164,21 @@ def group_minibatches(
     """Stack ``n_critic`` consecutive minibatches ``(batch, ...)`` into rounds ``(batch, n_critic, ...)``.
 
     ``batches`` is re-iterated when a pass ends (a `DataLoader` or `tf.data.Dataset` starts a new epoch);
-    an incomplete round at the end of a pass is dropped. Minibatches may be arrays or tuples of arrays;
-    rounds are tuples, as Keras expects from a generator.
+    an incomplete round at the end of a pass is dropped, and so is a minibatch smaller than the pass's
+    first (the remainder of a loader without ``drop_last``), so every step has the same static shape
+    (what XLA and TPUs compile for). Minibatches may be arrays or tuples of arrays; rounds are tuples, as
+    Keras expects from a generator.
     """
     while True:
         source = batches.as_numpy_iterator() if hasattr(batches, "as_numpy_iterator") else batches
-        group, rounds = [], 0
+        group, rounds, size = [], 0, None
         for batch in source:
-            group.append(tuple(batch) if isinstance(batch, (tuple, list)) else (batch,))
-            check_divisible(len(group[-1][0]), num_replicas)
+            batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+            size = len(batch[0]) if size is None else size
+            if len(batch[0]) != size:
+                continue
+            check_divisible(size, num_replicas)
+            group.append(batch)
             if len(group) == n_critic:
                 stacked = tuple(
                     np.stack([np.asarray(b[i]) for b in group], axis=1) for i in range(len(group[0]))
