@@ -180,18 +180,28 @@ def frechet_distance(a, b) -> float:
 # -- KID -----------------------------------------------------------------------------------------------------
 
 
+def _cubic_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The kernel matrix k(x_i, y_j) = (x_i·y_j / D + 1)³, ``(len(x), len(y))`` (cubed by products: ``** 3``
+    costs ten times as much)."""
+    kernel = x @ y.T
+    kernel /= x.shape[1]
+    kernel += 1.0
+    cube = kernel * kernel
+    cube *= kernel
+    return cube
+
+
 def _kernel_sum(x: np.ndarray, y: np.ndarray) -> float:
-    """Σ_ij k(x_i, y_j) with the cubic kernel k(x, y) = (x·y / D + 1)³, by blocks of rows of ``x``."""
-    dim = x.shape[1]
-    return float(sum((((x[rows] @ y.T) / dim + 1.0) ** 3).sum() for rows in _row_blocks(len(x), len(y))))
+    """Σ_ij k(x_i, y_j), by blocks of rows of ``x``."""
+    return float(sum(_cubic_kernel(x[rows], y).sum() for rows in _row_blocks(len(x), len(y))))
 
 
 def _kernel_sum_off_diagonal(x: np.ndarray) -> float:
     """Σ_{i≠j} k(x_i, x_j): each block of rows against the rows from its own on; k is symmetric, so the part
     right of the block's diagonal square counts twice."""
-    dim, total = x.shape[1], 0.0
+    total = 0.0
     for rows in _row_blocks(len(x), len(x)):
-        block = ((x[rows] @ x[rows.start :].T) / dim + 1.0) ** 3
+        block = _cubic_kernel(x[rows], x[rows.start :])
         square = block[:, : rows.stop - rows.start]
         total += square.sum() - np.trace(square) + 2.0 * block[:, square.shape[1] :].sum()
     return float(total)
