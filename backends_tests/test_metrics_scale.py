@@ -180,6 +180,14 @@ def test_precision_recall_refuses_too_few_samples_for_k():
         metrics.precision_recall(np.zeros((10, 2)), np.zeros((10, 2)), k=0)
 
 
+def test_float32_features_give_the_results_of_their_float64_values():
+    real, generated = correlated(150, 10).astype("float32"), correlated(120, 10, shift=0.2).astype("float32")
+    wide_real, wide_generated = real.astype("float64"), generated.astype("float64")
+    assert metrics.frechet_distance(real, generated) == metrics.frechet_distance(wide_real, wide_generated)
+    for measure in (metrics.kernel_inception_distance, metrics.precision_recall):
+        assert measure(real, generated) == measure(wide_real, wide_generated)
+
+
 # -- EMD -----------------------------------------------------------------------------------------------------
 
 
@@ -204,8 +212,8 @@ def test_emd_in_one_dimension_equals_scipys_wasserstein_distance():
 @pytest.mark.parametrize(
     "a, b, message",
     [
-        (np.zeros((0, 2)), np.zeros((3, 2)), "a is empty"),
-        (np.zeros((3, 2)), [], "b is empty"),
+        (np.zeros((0, 2)), np.zeros((3, 2)), "a has no samples"),
+        (np.zeros((3, 2)), [], "b has no samples"),
         (np.zeros((3, 2)), np.zeros((3, 3)), "a has 2 features per sample and b has 3"),
     ],
 )

@@ -1,6 +1,6 @@
 """Quality metrics at scale: time and peak memory of each metric, before → after, and the reference libraries.
 
-    python benchmarks/metrics.py [--n 10000] [--dim 2048] [--emd-n 5000] [--only fid kid ...] [--json OUT]
+    python benchmarks/metrics.py [--n 10000] [--dim 2048] [--emd-n 5000] [--only CASE ...] [--columns COL ...]
 
 Features: N = 10,000 samples of D = 2,048 float32 features a side (Inception's pool size), drawn from a
 fixed seed; the EMD on 5,000 2-D points a side, random or from a collapsed generator (every generated
@@ -110,6 +110,7 @@ CASES = {
     ),
     "inception_score": ("logits", {"before": softmax_inception_score, "after": metrics.inception_score}),
 }
+COLUMNS = ["before", "after", "reference"]
 REFERENCE_PACKAGE = {"precision_recall": "prdc", "emd random": "ot", "emd collapsed": "ot"}
 
 
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2048, help="features per sample")
     parser.add_argument("--emd-n", type=int, default=5000, help="2-D points a side for the EMD")
     parser.add_argument("--only", nargs="+", choices=list(CASES), help="these cases only")
+    parser.add_argument("--columns", nargs="+", choices=COLUMNS, default=COLUMNS, help="these columns only")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per measurement")
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -183,21 +185,20 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(*args.child, args)))
         return
-    print(
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, numpy {np.__version__}; N={args.n}, D={args.dim}"
-    )
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, numpy {np.__version__}"
+    print(f"{machine}; N={args.n}, D={args.dim}, EMD N={args.emd_n}")
     print("| metric | before | after | reference | values (before / after / reference) |")
     print("| --- | --- | --- | --- | --- |")
     results = {}
     for case in args.only or CASES:
         row = {
             column: run_child(case, column, args)
-            for column in ("before", "after", "reference")
+            for column in args.columns
             if column in CASES[case][1] and available(case, column)
         }
         results[case] = row
         values = " / ".join(value_text(r["value"]) for r in row.values() if "value" in r)
-        cells = " | ".join(cell(row.get(column)) for column in ("before", "after", "reference"))
+        cells = " | ".join(cell(row.get(column)) for column in COLUMNS)
         print(f"| {case} | {cells} | {values} |", flush=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1))

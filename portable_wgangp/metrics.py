@@ -29,9 +29,12 @@ _EPS = np.finfo("float64").eps
 
 
 def _features(x, name: str, *, min_samples: int = 2) -> np.ndarray:
-    """``x`` as finite float64 features ``(N, D)`` with N ≥ ``min_samples``; 1-D ``(N,)`` is N samples of one
-    feature (as ``np.cov(x, rowvar=False)`` reads it)."""
-    x = np.asarray(x, dtype="float64")
+    """``x`` as finite floating-point features ``(N, D)`` with N ≥ ``min_samples``; 1-D ``(N,)`` is N samples
+    of one feature (as ``np.cov(x, rowvar=False)`` reads it). float32 stays float32 (no copy of a large
+    set: each metric computes in float64 where it matters); other types become float64."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype("float64")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -98,7 +101,7 @@ def _points(x, name: str) -> np.ndarray:
     """Samples ``(N, ...)`` flattened to finite points ``(N, D)``, N ≥ 1."""
     x = np.asarray(x, dtype="float64")
     if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"{name} is empty; the EMD needs at least one sample on each side.")
+        raise ValueError(f"{name} has no samples (shape {x.shape}); the EMD needs at least one on each side.")
     return _features(x.reshape(len(x), -1), name, min_samples=1)
 
 
@@ -129,7 +132,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "mu" and "sigma"; `frechet_distance` accepts them in place of features.
     """
     features = _features(features, "features")
-    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+    return features.mean(axis=0, dtype="float64"), np.atleast_2d(np.cov(features, rowvar=False))
 
 
 def _gaussian(x, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +213,7 @@ def _kernel_sum_off_diagonal(x: np.ndarray) -> float:
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased MMD² estimate (Bińkowski et al. 2018) between ``x`` ``(m, D)`` and ``y`` ``(n, D)``:
     Σ_{i≠j} k(x_i, x_j) / (m(m−1)) + Σ_{i≠j} k(y_i, y_j) / (n(n−1)) − 2 Σ_ij k(x_i, y_j) / (mn)."""
-    m, n = len(x), len(y)
+    x, y, m, n = x.astype("float64", copy=False), y.astype("float64", copy=False), len(x), len(y)
     within = _kernel_sum_off_diagonal(x) / (m * (m - 1)) + _kernel_sum_off_diagonal(y) / (n * (n - 1))
     return within - 2.0 * _kernel_sum(x, y) / (m * n)
 
@@ -279,9 +282,11 @@ class _Balls:
         self.points, self.k, self._exact = points, k, {}
         self.centred = points - centre  # distances do not move; smaller norms, smaller round-off
         self.sq_norms = np.einsum("ij,ij->i", self.centred, self.centred)
-        blocks = _row_blocks(len(points), len(points))
-        squared = (self.squared_distances(self.centred[rows], self.sq_norms[rows]) for rows in blocks)
-        self.approx_sq = np.concatenate([np.partition(block, k, axis=1)[:, k] for block in squared])
+        self.approx_sq = np.empty(len(points))
+        for rows in _row_blocks(len(points), len(points)):
+            block = self.squared_distances(self.centred[rows], self.sq_norms[rows])
+            block.partition(k, axis=1)  # in place: column k now holds each row's k-th smallest
+            self.approx_sq[rows] = block[:, k]
 
     def squared_distances(self, x: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
         """`_squared_distances` from centred points ``x`` (norms ``x_sq``) to every point of the set."""
@@ -314,7 +319,7 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> tup
     """
     k = _at_least(k, 1, "k")
     real, generated = _feature_pair(real, generated, ("real", "generated"), min_samples=k + 1)
-    centre = real.mean(axis=0)
+    centre = real.mean(axis=0, dtype="float64")
     real_balls, generated_balls = _Balls(real, centre, k), _Balls(generated, centre, k)
     largest = max(real_balls.sq_norms.max(), generated_balls.sq_norms.max())
     # bounds the error of (squared distance − radius²): products, centring and cdist's own round-off
@@ -324,11 +329,11 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> tup
         squared = generated_balls.squared_distances(real_balls.centred[rows], real_balls.sq_norms[rows])
         gap = squared - real_balls.approx_sq[rows, None]  # generated j against the ball of real i
         precise |= (gap < -tolerance).any(axis=0)
-        close = np.nonzero((np.abs(gap) <= tolerance) & ~precise[None, :])
+        close = np.nonzero((gap >= -tolerance) & (gap <= tolerance) & ~precise[None, :])
         _settle(generated, real_balls, (close[1], close[0] + rows.start), precise)
         gap = np.subtract(squared, generated_balls.approx_sq[None, :], out=squared)  # real i, ball of j
         recalled[rows] |= (gap < -tolerance).any(axis=1)
-        close = np.nonzero((np.abs(gap) <= tolerance) & ~recalled[rows, None])
+        close = np.nonzero((gap >= -tolerance) & (gap <= tolerance) & ~recalled[rows, None])
         _settle(real, generated_balls, (close[0] + rows.start, close[1]), recalled)
     return float(precise.mean()), float(recalled.mean())
 
