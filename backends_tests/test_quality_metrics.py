@@ -15,9 +15,10 @@ def test_emd_of_a_set_with_itself_is_zero_and_a_shift_costs_its_length():
     assert metrics.earth_movers_distance(points, points + shift) == pytest.approx(0.5, rel=1e-9)
 
 
-def test_emd_refuses_sets_of_different_sizes():
-    with pytest.raises(ValueError, match="same shape"):
-        metrics.earth_movers_distance(np.zeros((3, 2)), np.zeros((4, 2)))
+def test_emd_takes_sets_of_different_sizes_but_refuses_different_dimensions():
+    assert metrics.earth_movers_distance(np.zeros((3, 2)), np.ones((4, 2))) == pytest.approx(np.sqrt(2))
+    with pytest.raises(ValueError, match="a has 2 features per sample and b has 3"):
+        metrics.earth_movers_distance(np.zeros((3, 2)), np.zeros((3, 3)))
 
 
 @pytest.mark.parametrize("name", ["gaussians8", "gaussians25"])
