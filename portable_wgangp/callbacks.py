@@ -205,13 +205,48 @@ class Checkpoint(Every):
         self.path = path
 
 
+class Evaluation(keras.callbacks.Callback):
+    """Every ``every`` generator steps: the quality figures ``measure(model) -> dict`` of the model, added to
+    that step's logs as ``eval_NAME`` (so `MetricsLog` and `TensorBoardLog`, placed after it, record them),
+    and the model saved to ``best_path`` whenever figure ``score`` is the lowest so far.
+
+    ``best`` and ``best_step`` hold the best score and its step (None before the first evaluation; a
+    resumed run passes those of its earlier evaluations).
+    """
+
+    def __init__(
+        self, every: int, measure, score: str, best_path, first_step: int = 0, best=None, best_step=None
+    ):
+        super().__init__()
+        self.every = every
+        self.measure = measure
+        self.score = score
+        self.best_path = best_path
+        self.step = first_step
+        self.best: float | None = best
+        self.best_step: int | None = best_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if not self.every or self.step % self.every:
+            return
+        figures = self.measure(self.model)
+        numbers = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and v is not None}
+        if logs is not None:
+            logs.update({f"eval_{name}": value for name, value in numbers.items()})
+        if self.best is None or numbers[self.score] < self.best:
+            self.best, self.best_step = numbers[self.score], self.step
+            save_checkpoint(self.model, self.best_path)
+
+
 def tensorboard_available() -> bool:
     """Whether TensorBoard event files can be written (tensorflow and tensorboard are installed)."""
     return all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard"))
 
 
 class TensorBoardLog(keras.callbacks.Callback):
-    """Writes every logged value as a TensorBoard scalar every ``every`` generator steps.
+    """Writes every logged value as a TensorBoard scalar every ``every`` generator steps, and at every step
+    that logs quality figures (``eval_*``, from `Evaluation`).
 
     Works on every backend (it writes with `tf.summary`, so tensorflow and tensorboard must be installed)
     and, unlike Keras's `TensorBoard`, never touches the model, so JAX's state is not synced each step.
@@ -231,7 +266,7 @@ class TensorBoardLog(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step % self.every == 0:
+        if self.step % self.every == 0 or any(name.startswith("eval_") for name in logs or {}):
             with self._writer.as_default(step=self.step):
                 for name, value in (logs or {}).items():
                     self._tf.summary.scalar(name, float(value))

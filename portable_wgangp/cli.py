@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, default=2000, help="samples to measure (default 2000; images 1000)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    evaluate.add_argument(
+        "--extractor", default="", help="feature extractor (default: the run's, or the data's)"
+    )
+    evaluate.add_argument(
+        "--stats", help="real-data FID statistics (a stats.npz of `stats`, pytorch-fid or TTUR)"
+    )
+
+    stats = commands.add_parser(
+        "stats", help="FID statistics (mu, sigma) of a dataset's features, as stats.npz"
+    )
+    stats.add_argument("--dataset", required=True, help="digits, npz:PATH[:KEY] or images:DIR")
+    stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
+    stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
+    stats.add_argument("--image-size", type=int, default=32, help="images:DIR only (default 32)")
     return parser
 
 
@@ -155,16 +169,61 @@ def evaluate(args) -> int:
         values.update(model="mlp")
     elif values.get("model") == "mlp":
         values["model"] = config.IMAGE_DEFAULTS["model"]
+    if args.extractor:
+        values["extractor"] = args.extractor
     settings = TrainConfig(**values)
     config.validate(settings)
     if config.is_toy(args.dataset):  # 2-D points, no data to load
+        if args.stats:
+            raise UserError("--stats holds image features; the toy datasets are measured without it.")
         checkpoints.check_sample_shape(gan, tasks.ToyTask.sample_shape, args.dataset)
         task = tasks.ToyTask(settings)
     else:
         task = tasks.make_task(settings)
         checkpoints.check_sample_shape(gan, task.sample_shape, args.dataset)
-    print(json.dumps(task.quality(gan, args.n), indent=1))
+    reference = _read_stats(args.stats) if args.stats else None
+    print(json.dumps(task.quality(gan, args.n, reference=reference), indent=1))
     return 0
+
+
+def stats(args) -> int:
+    """Write the FID statistics of a dataset's features (pytorch-fid's and TTUR's format: mu, sigma)."""
+    import numpy as np
+
+    from portable_wgangp import config, files, metrics, tasks
+
+    if not args.out.endswith(".npz"):
+        raise UserError(f"--out must end in .npz, got {args.out!r}.")
+    _check_parent_folder(args.out)
+    if config.is_toy(args.dataset):
+        raise UserError(
+            f"stats measures image features; {args.dataset} is 2-D points: use digits, npz: or images:."
+        )
+    settings = TrainConfig(
+        **{**config.dataset_defaults(args.dataset), "dataset": args.dataset, "image_size": args.image_size},
+        extractor=args.extractor,
+    )
+    config.validate(settings)
+    task = tasks.ImageTask(settings)
+    features = task.extractor(task.x)
+    mu, sigma = metrics.feature_statistics(features)
+    with files.atomic_path(args.out) as temporary, open(temporary, "wb") as file:
+        np.savez(file, mu=mu, sigma=sigma)
+    name = task.extractor.name
+    print(f"wrote {args.out}: mu {mu.shape}, sigma {sigma.shape} of {len(features)} images ({name})")
+    return 0
+
+
+def _read_stats(path) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {"mu": archive["mu"], "sigma": archive["sigma"]}
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(
+            f"Cannot read FID statistics from {path!r} ({error}); pass a .npz with arrays mu and sigma."
+        ) from error
 
 
 def _check_count_and_seed(args) -> None:
@@ -221,7 +280,7 @@ def _force_host_devices(count: int) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
-COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate, "check": check}
+COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate, "check": check, "stats": stats}
 
 
 def main(argv=None) -> int:

@@ -43,12 +43,14 @@ class TrainConfig:
     conditional: bool = False
     base: int = 32
     image_size: int = 32
+    eval_every: int = 0
+    extractor: str = ""
 
 
 FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run may change: they alter neither the maths nor the data of the steps to come
 # (the global batch is the same whatever the strategy's replica count).
-RESUMABLE = ("steps", "checkpoint_every", "strategy")
+RESUMABLE = ("steps", "checkpoint_every", "strategy", "eval_every", "extractor")
 # Image data (digits, npz:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
 IMAGE_DEFAULTS = {
     "model": "dcgan",
@@ -93,6 +95,7 @@ MINIMA = {
     "depth": 1,
     "seed": 0,
     "checkpoint_every": 1,
+    "eval_every": 0,
     "base": 1,
     "image_size": 8,
 }
@@ -216,6 +219,8 @@ def _validate_data_and_model(config: TrainConfig) -> None:
             raise UserError(f"Unknown model {config.model!r} for 2-D data; choose mlp.")
         if config.conditional:
             raise UserError(f"{config.dataset} has no labels; drop --conditional.")
+        if config.extractor:
+            raise UserError(f"--extractor measures images; {config.dataset} is 2-D points: drop it.")
         return
     kind, _, rest = config.dataset.partition(":")
     if config.dataset != "digits" and not (kind in ("npz", "images") and rest):
@@ -225,8 +230,25 @@ def _validate_data_and_model(config: TrainConfig) -> None:
         )
     if config.model not in ("dcgan", "resnet"):
         raise UserError(f"Unknown model {config.model!r} for images; choose dcgan or resnet.")
+    if config.extractor:
+        check_extractor(config.extractor)
     if kind == "images" and config.model == "dcgan" and config.image_size not in (8, 16, 32, 64):
         raise UserError(f"--image-size must be 8, 16, 32 or 64 for --model dcgan, got {config.image_size}.")
+
+
+EXTRACTORS = ("digits-mlp64", "pixels-8x8", "inception-v3", "inception-fid:PATH")
+
+
+def check_extractor(spec: str) -> None:
+    """Refuse an unknown feature extractor, or an FID Inception whose weight file is missing."""
+    name, _, path = spec.partition(":")
+    if spec not in EXTRACTORS[:3] and not (name == "inception-fid" and path):
+        raise UserError(f"Unknown --extractor {spec!r}; choose one of {', '.join(EXTRACTORS)}.")
+    if name == "inception-fid" and not pathlib.Path(path).is_file():
+        raise UserError(
+            f"No weight file {path!r} for --extractor inception-fid:PATH; convert pytorch-fid's weights as "
+            "the README's Comparable FID section shows."
+        )
 
 
 def load_saved(path: pathlib.Path) -> TrainConfig:

@@ -418,17 +418,29 @@ class PixelFeatures:
         return blocks.mean(axis=(2, 4)).reshape(n, -1)
 
 
-def image_quality(real: np.ndarray, generated: np.ndarray, extractor) -> dict:
-    """``fid``, ``kid``, ``precision``, ``recall`` and ``extractor`` of generated images against real ones."""
-    features_real, features_generated = extractor(real), extractor(generated)
+def image_quality(real: np.ndarray, generated: np.ndarray, extractor, reference=None) -> dict:
+    """``fid``, ``kid``, ``precision``, ``recall`` and ``extractor`` of generated images against real ones;
+    ``inception_score`` and ``inception_score_std`` too when the extractor gives class logits (the FID
+    Inception). ``reference``: the real side's FID statistics (``(mu, sigma)`` or a stats file's arrays)
+    in place of the real images' (KID, precision and recall still use ``real``)."""
+    if hasattr(extractor, "features_and_logits"):
+        features_generated, logits = extractor.features_and_logits(generated)
+    else:
+        features_generated, logits = extractor(generated), None
+    features_real = extractor(real)
     precision, recall = precision_recall(features_real, features_generated)
-    return {
-        "fid": frechet_distance(features_real, features_generated),
+    figures = {
+        "fid": frechet_distance(features_real if reference is None else reference, features_generated),
         "kid": kernel_inception_distance(features_real, features_generated),
         "precision": precision,
         "recall": recall,
         "extractor": extractor.name,
     }
+    if logits is not None:
+        figures["inception_score"], figures["inception_score_std"] = inception_score(
+            logits, splits=min(10, len(logits))
+        )
+    return figures
 
 
 class InceptionFeatures:
@@ -473,9 +485,11 @@ class InceptionFeatures:
         return np.concatenate(chunks).astype("float64")
 
 
-def default_extractor(dataset: str):
-    """digits → `DigitsFeatures`; other images → `InceptionFeatures` when its weights are on disk, else
-    `PixelFeatures`."""
+def default_extractor(dataset: str, spec: str = ""):
+    """The extractor ``spec`` names (see `extractor_from_spec`), else: digits → `DigitsFeatures`; other
+    images → `InceptionFeatures` when its weights are on disk, else `PixelFeatures`."""
+    if spec:
+        return extractor_from_spec(spec)
     if dataset == "digits":
         return DigitsFeatures()
     return InceptionFeatures() if InceptionFeatures.available() else PixelFeatures()

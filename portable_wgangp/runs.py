@@ -27,7 +27,15 @@ from collections.abc import Iterator
 from portable_wgangp import files
 from portable_wgangp.config import TrainConfig, UserError, check_resume, load_saved, resolve
 
-RUN_FILES = ("checkpoint.keras", "config.json", "metrics.jsonl", "quality.json", "samples.png", "losses.png")
+RUN_FILES = (
+    "checkpoint.keras",
+    "config.json",
+    "metrics.jsonl",
+    "quality.json",
+    "samples.png",
+    "losses.png",
+    "best.keras",
+)
 RUN_FOLDERS = ("tensorboard",)
 MARKERS = ("config.json", "checkpoint.keras", "metrics.jsonl")  # any of them makes a folder a run
 LOCK_NAME = ".portable-wgangp.lock"
@@ -190,13 +198,14 @@ def train(request: TrainRequest) -> int:
     with pw.distribute(config.strategy):
         gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
         done = int(gan.generator_optimizer.iterations)
+        best = _earlier_best(folder / "metrics.jsonl", task.score, done) if request.resume else {}
         if distribution.process_index() > 0:  # the others do what process 0 does (collectives), in scratch
             with tempfile.TemporaryDirectory() as scratch:
-                return _fit_and_finish(config, task, gan, RunFolder(scratch), done, quiet=True)
+                return _fit_and_finish(config, task, gan, RunFolder(scratch), done, best, quiet=True)
         with folder.claim(mode):
             files.write_json(folder / "config.json", dataclasses.asdict(config))
             _keep_records_until(folder / "metrics.jsonl", done)
-            return _fit_and_finish(config, task, gan, folder, done, request.quiet)
+            return _fit_and_finish(config, task, gan, folder, done, best, request.quiet)
 
 
 def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
@@ -229,7 +238,7 @@ def _keep_records_until(path: pathlib.Path, done: int) -> None:
         files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool) -> int:
+def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict, quiet: bool) -> int:
     import keras
 
     from portable_wgangp import callbacks
@@ -241,8 +250,17 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool
     )
     started = time.perf_counter()
     preemption = callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, first_step=done)
+    evaluation = callbacks.Evaluation(
+        config.eval_every,
+        lambda model: task.quality(model, initial=False),
+        task.score,
+        folder / "best.keras",
+        first_step=done,
+        **best,
+    )
     if done < config.steps:
         writers = [
+            evaluation,
             callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
             callbacks.Checkpoint(folder / "checkpoint.keras", config.checkpoint_every, first_step=done),
             callbacks.Every(
@@ -278,11 +296,21 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, quiet: bool
         )
     seconds = time.perf_counter() - started
     callbacks.save_checkpoint(gan, folder / "checkpoint.keras")
-    quality = _write_results(gan, config, task, folder)
+    quality = _write_results(gan, config, task, folder, evaluation)
     print(f"done in {seconds:.1f} s: " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     for name in RUN_FILES:
-        print(f"  {folder / name}")
+        if (folder / name).is_file():
+            print(f"  {folder / name}")
     return 0
+
+
+def _earlier_best(path: pathlib.Path, score: str, done: int) -> dict:
+    """``best`` and ``best_step`` of the evaluations a resumed run logged up to step ``done`` (none: {})."""
+    records = [
+        r for r in files.read_records(path) if f"eval_{score}" in r and r.get("step", done + 1) <= done
+    ]
+    scored = [(r[f"eval_{score}"], r["step"]) for r in records]
+    return dict(zip(("best", "best_step"), min(scored))) if scored else {}
 
 
 def _picture(task, gan, path, config: TrainConfig, step: int) -> None:
@@ -290,11 +318,14 @@ def _picture(task, gan, path, config: TrainConfig, step: int) -> None:
         task.picture(gan, temporary, f"{config.dataset}, {step} steps")
 
 
-def _write_results(gan, config: TrainConfig, task, folder: RunFolder) -> dict:
-    """quality.json, samples.png and losses.png of a finished run; returns the quality figures."""
+def _write_results(gan, config: TrainConfig, task, folder: RunFolder, evaluation) -> dict:
+    """quality.json, samples.png and losses.png of a finished run; returns the quality figures (with the
+    best evaluated score and its step when ``--eval-every`` ran)."""
     from portable_wgangp import plots
 
     quality = task.quality(gan)
+    if evaluation.best is not None:
+        quality.update({f"best_{task.score}": evaluation.best, "best_step": evaluation.best_step})
     files.write_json(folder / "quality.json", quality)
     step = int(gan.generator_optimizer.iterations)
     _picture(task, gan, folder / "samples.png", config, step)

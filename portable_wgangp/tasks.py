@@ -7,6 +7,8 @@ every data problem is found before a run folder is touched.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from portable_wgangp import data
@@ -18,6 +20,7 @@ class ToyTask:
 
     num_classes = None
     sample_shape = (2,)
+    score = "emd"  # the quality figure that picks best.keras (lower is better)
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -35,8 +38,9 @@ class ToyTask:
         c = self.config
         return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
 
-    def quality(self, gan, n: int = 2000) -> dict:
-        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples."""
+    def quality(self, gan, n: int = 2000, *, initial: bool = True, reference=None) -> dict:
+        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples (``initial`` and
+        ``reference`` concern images only)."""
         return data.toy_quality(
             self.config.dataset, gan.sample(n, seed=self.config.seed), seed=self.config.seed + 1
         )
@@ -57,6 +61,8 @@ class ToyTask:
 
 class ImageTask:
     """Images (digits, npz:, images:): DCGAN nets, shuffled passes over the data, FID and friends, grids."""
+
+    score = "fid"  # the quality figure that picks best.keras (lower is better)
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -100,28 +106,30 @@ class ImageTask:
         labels = self.y if self.num_classes else None
         return data.array_minibatches(self.x, labels, c.batch_size, seed=c.seed, start=start)
 
-    def _extractor(self):
+    @functools.cached_property
+    def extractor(self):
+        """``--extractor``'s feature extractor, else the dataset's default (built once)."""
         from portable_wgangp import metrics
 
-        return metrics.default_extractor(self.config.dataset)
+        return metrics.default_extractor(self.config.dataset, self.config.extractor)
 
     def _labels(self, n: int):
         return None if self.num_classes is None else np.arange(n) % self.num_classes
 
-    def quality(self, gan, n: int = 1000) -> dict:
-        """fid, kid, precision, recall of ``n`` samples, fid_initial of the untrained generator, and (for a
-        conditional model on digits) the accuracy of a digits classifier on samples drawn per class."""
+    def quality(self, gan, n: int = 1000, *, initial: bool = True, reference=None) -> dict:
+        """fid, kid, precision, recall of ``n`` samples (Inception Score with the FID Inception),
+        fid_initial of the untrained generator of the same seed (``initial``), and (for a conditional model
+        on digits) the accuracy of a digits classifier on samples drawn per class. ``reference``: FID
+        statistics of the real data to use instead of the first ``n`` images'."""
         from portable_wgangp import metrics
 
-        extractor, n, seed = self._extractor(), min(n, len(self.x)), self.config.seed
+        extractor, n, seed = self.extractor, min(n, len(self.x)), self.config.seed
         figures = metrics.image_quality(
-            self.x[:n], gan.sample(n, seed=seed, labels=self._labels(n)), extractor
+            self.x[:n], gan.sample(n, seed=seed, labels=self._labels(n)), extractor, reference
         )
-        initial = build_gan(self.config, self)
-        initial_fid = metrics.image_quality(
-            self.x[:n], initial.sample(n, seed=seed, labels=self._labels(n)), extractor
-        )
-        figures["fid_initial"] = initial_fid["fid"]
+        if initial:
+            untrained = build_gan(self.config, self).sample(n, seed=seed, labels=self._labels(n))
+            figures["fid_initial"] = metrics.image_quality(self.x[:n], untrained, extractor, reference)["fid"]
         if self.num_classes is not None and hasattr(extractor, "classify"):
             drawn = gan.sample(n, seed=seed, labels=self._labels(n))
             figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
