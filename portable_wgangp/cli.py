@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
     sample.add_argument("--label", type=int, help="the class to draw, for a conditional model")
     sample.add_argument("--out", required=True, help="F.png (a picture) or F.npy (the raw samples)")
+    sample.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
 
     evaluate = commands.add_parser("evaluate", help="print the quality figures of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, default=2000, help="samples to measure (default 2000; images 1000)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    evaluate.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
     return parser
 
 
@@ -110,7 +112,7 @@ def sample(args) -> int:
         raise UserError("--label needs a conditional model; this checkpoint has no classes.")
     if args.label is not None and not 0 <= args.label < gan.num_classes:
         raise UserError(f"--label must lie in 0..{gan.num_classes - 1} for this model, got {args.label}.")
-    samples = gan.sample(args.n, seed=args.seed, labels=args.label)
+    samples = gan.sample(args.n, seed=args.seed, labels=args.label, use_ema=False if args.raw else None)
     with files.atomic_path(args.out) as temporary:
         if suffix == ".npy":
             with open(temporary, "wb") as file:
@@ -125,7 +127,8 @@ def sample(args) -> int:
 
 
 def evaluate(args) -> int:
-    """The quality figures of a checkpoint; its run's config.json (beside it) gives the settings."""
+    """The quality figures of a checkpoint (of its generator EMA when it has one, unless ``--raw``); its
+    run's config.json (beside it) gives the settings."""
     from portable_wgangp import checkpoints, config, tasks
 
     _check_count_and_seed(args)
@@ -147,7 +150,7 @@ def evaluate(args) -> int:
     else:
         task = tasks.make_task(settings)
         checkpoints.check_sample_shape(gan, task.sample_shape, args.dataset)
-    print(json.dumps(task.quality(gan, args.n), indent=1))
+    print(json.dumps(task.quality(gan, args.n, use_ema=False if args.raw else None), indent=1))
     return 0
 
 

@@ -88,6 +88,39 @@ def penalty_from_norms(norms, mode: str = "two_sided", target: float = 1.0):
     return ops.mean(ops.square(excess))
 
 
+def gradient_norms(critic: Callable, real, fake=None, *, epsilon=None, seed=None):
+    """Per-sample norms ‖∇ₓ critic(x̂)‖ ``(batch,)`` (float32) at x̂ = ε·real + (1 − ε)·fake.
+
+    ε ~ U[0, 1] per sample (drawn with ``seed``) unless ``epsilon`` is given (shape ``(batch,)`` or
+    ``(batch, 1, ...)``); with ``fake=None`` the gradient is taken at the real samples. Differentiable
+    w.r.t. the critic's weights: `gradient_penalty` and the logged ``gradient_norm`` share this one input
+    gradient.
+    """
+    if fake is None:
+        points = ops.cast(real, "float32")
+    else:
+        if not _compatible(real.shape, fake.shape):
+            raise ValueError(
+                f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
+                f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."
+            )
+        if epsilon is None:
+            epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
+        epsilon = ops.convert_to_tensor(epsilon)
+        _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
+        points = interpolate(real, fake, epsilon)
+    return safe_norm(input_gradient(critic, points))
+
+
+def check_target(target) -> float:
+    """Return ``target`` as a float if it is a finite number > 0, else raise a ValueError."""
+    if isinstance(target, bool) or not (
+        isinstance(target, (int, float)) and math.isfinite(target) and target > 0
+    ):
+        raise ValueError(f"target must be a finite number > 0, got {target!r}.")
+    return float(target)
+
+
 def gradient_penalty(
     critic: Callable,
     real,
@@ -101,30 +134,15 @@ def gradient_penalty(
     """Gradient penalty of ``critic`` at interpolates of ``real`` and ``fake`` (a float32 scalar).
 
     x_hat = ε·real + (1 − ε)·fake with ε ~ U[0, 1] per sample (drawn with ``seed``) unless ``epsilon`` is
-    given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖. In mode
-    ``zero_centered`` with ``fake=None`` the gradient is taken at the real samples (R1). The result is
-    differentiable w.r.t. the critic's weights on every backend.
+    given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖
+    (:func:`gradient_norms`). In mode ``zero_centered`` with ``fake=None`` the gradient is taken at the real
+    samples (R1). The result is differentiable w.r.t. the critic's weights on every backend.
     """
     check_mode(mode)
-    if isinstance(target, bool) or not (
-        isinstance(target, (int, float)) and math.isfinite(target) and target > 0
-    ):
-        raise ValueError(f"target must be a finite number > 0, got {target!r}.")
-    if fake is None:
-        if mode != "zero_centered":
-            raise ValueError(
-                f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'."
-            )
-        points = ops.cast(real, "float32")
-    else:
-        if not _compatible(real.shape, fake.shape):
-            raise ValueError(
-                f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
-                f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."
-            )
-        if epsilon is None:
-            epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
-        epsilon = ops.convert_to_tensor(epsilon)
-        _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
-        points = interpolate(real, fake, epsilon)
-    return penalty_from_norms(safe_norm(input_gradient(critic, points)), mode=mode, target=target)
+    check_target(target)
+    if fake is None and mode != "zero_centered":
+        raise ValueError(
+            f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'."
+        )
+    norms = gradient_norms(critic, real, fake, epsilon=epsilon, seed=seed)
+    return penalty_from_norms(norms, mode=mode, target=target)
