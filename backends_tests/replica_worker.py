@@ -5,6 +5,8 @@
 - ``mlp``: a small MLP WGAN-GP from fixed initial weights on fixed data, SGD, random noise (model seed
   fixed); saves the final weights and every step's logged metrics.
 - ``linear``: the closed-form step of `reference.linear_step` (fixed noise); saves weights and logs.
+- ``features``: an MLP WGAN-GP on 8×8 images with a generator EMA, the lazy penalty on every 4th critic
+  update (an ``ops.cond`` with n_critic 2) and DiffAugment; saves the weights (the EMA's too) and logs.
 - ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
   SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
   OUT.keras, and exits with 128 + the signal.
@@ -53,6 +55,38 @@ def mlp_run():
     return gan, x, GLOBAL_BATCH
 
 
+def features_run():
+    """``(gan, x)``: the training features on tiny images; fixed initial weights and data, SGD."""
+    rng = np.random.default_rng(1)
+    x = np.tanh(rng.normal(size=(GLOBAL_BATCH * N_CRITIC * STEPS, 8, 8, 1))).astype("float32")
+    generator = keras.Sequential(
+        [keras.Input((LATENT,)), keras.layers.Dense(64, activation="tanh"), keras.layers.Reshape((8, 8, 1))]
+    )
+    critic = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    for net in (generator, critic):
+        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
+    gan = pw.WGANGP(
+        generator,
+        critic,
+        LATENT,
+        n_critic=N_CRITIC,
+        gp_weight=1.0,
+        seed=7,
+        ema_decay=0.9,
+        gp_every=4,
+        augment="translation,cutout,color",
+    )
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
+    return gan, x, GLOBAL_BATCH
+
+
 def linear_run():
     case = reference.linear_step_case()
     rounds = case["rounds"].astype("float32")
@@ -90,7 +124,8 @@ def main():
     )
     with pw.distribute(STRATEGY, strategy_devices) as dist:
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
-        gan, x, batch_size = {"mlp": mlp_run, "linear": linear_run, "preempt": mlp_run}[CASE]()
+        runs = {"mlp": mlp_run, "linear": linear_run, "preempt": mlp_run, "features": features_run}
+        gan, x, batch_size = runs[CASE]()
         if CASE == "preempt":
             preempt(gan, x, batch_size)
         history = []
@@ -102,6 +137,8 @@ def main():
         gan.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
         names = sorted(history[0])
         weights = gan.generator.get_weights() + gan.critic.get_weights()
+        if gan.ema_generator is not None:
+            weights += gan.ema_generator.get_weights()
         np.savez(
             OUT,
             names=np.array(names),
