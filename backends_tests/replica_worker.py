@@ -4,6 +4,8 @@
 
 - ``mlp``, ``linear``: the cases of `portable_wgangp.check` (the ones `portable-wgangp check` runs on
   users' machines); saves the final weights and every step's logged metrics.
+- ``features``: an MLP WGAN-GP on 8×8 images with a generator EMA, the lazy penalty on every 4th critic
+  update (an ``ops.cond`` with n_critic 2) and DiffAugment; saves the weights (the EMA's too) and logs.
 - ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
   SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
   OUT.keras, and exits with 128 + the signal.
@@ -25,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import portable_wgangp as pw  # noqa: E402
-from portable_wgangp.check import mlp_run, train_case  # noqa: E402
+from portable_wgangp.check import MLP_GLOBAL_BATCH, MLP_LATENT, MLP_N_CRITIC, MLP_STEPS, mlp_run, train_case  # noqa: E402  # noqa: E402
 
 
 def devices(count):
@@ -34,6 +36,43 @@ def devices(count):
     if keras.backend.backend() == "jax":
         return keras.distribution.list_devices()[:count]
     return None
+
+
+def features_run():
+    """``(gan, x, global_batch)``: the training features on tiny images; fixed initial weights and data,
+    SGD."""
+    rng = np.random.default_rng(1)
+    x = np.tanh(rng.normal(size=(MLP_GLOBAL_BATCH * MLP_N_CRITIC * MLP_STEPS, 8, 8, 1))).astype("float32")
+    generator = keras.Sequential(
+        [
+            keras.Input((MLP_LATENT,)),
+            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Reshape((8, 8, 1)),
+        ]
+    )
+    critic = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    for net in (generator, critic):
+        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
+    gan = pw.WGANGP(
+        generator,
+        critic,
+        MLP_LATENT,
+        n_critic=MLP_N_CRITIC,
+        gp_weight=1.0,
+        seed=7,
+        ema_decay=0.9,
+        gp_every=4,
+        augment="translation,cutout,color",
+    )
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
+    return gan, x, MLP_GLOBAL_BATCH
 
 
 def preempt():
@@ -69,7 +108,7 @@ def main():
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
         if CASE == "preempt":
             preempt()
-        run = train_case(CASE)
+        run = train_case(CASE, features_run if CASE == "features" else None)
         assert getattr(run.model, "ddp_model", None) is None  # Keras 3.16's torch DDP wrapper: opted out
         np.savez(
             OUT, names=np.array(run.names), logs=run.logs, **{f"w{i}": w for i, w in enumerate(run.weights)}

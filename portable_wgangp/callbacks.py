@@ -136,6 +136,7 @@ _SHORT = {
     "gradient_penalty": "gp",
     "wasserstein_estimate": "W",
     "generator_loss": "gen",
+    "gradient_norm": "|grad|",
 }
 
 

@@ -162,10 +162,11 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def train_case(name: str) -> Run:
-    """Build and train case ``name`` in float32 (inside whatever distribution is in force)."""
+def train_case(name: str, build=None) -> Run:
+    """Build and train case ``name`` (or what ``build() -> (gan, x, global_batch)`` makes) in float32,
+    inside whatever distribution is in force."""
     with dtype_policy("float32"):
-        gan, x, batch_size = CASES[name]()
+        gan, x, batch_size = (build or CASES[name])()
     history: list[dict] = []
 
     class Record(keras.callbacks.Callback):
@@ -175,6 +176,8 @@ def train_case(name: str) -> Run:
     gan.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
     names = sorted(history[0])
     weights = gan.generator.get_weights() + gan.critic.get_weights()
+    if gan.ema_generator is not None:
+        weights += gan.ema_generator.get_weights()
     return Run(
         names,
         np.array([[step[k] for k in names] for step in history], dtype="float64"),

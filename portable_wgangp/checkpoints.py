@@ -33,6 +33,8 @@ def load(path):
 
 def check_matches(gan, config: TrainConfig, task, path) -> None:
     """Refuse a checkpoint that does not belong to the run configured by ``config`` on ``task``'s data."""
+    from portable_wgangp.augment import parse_policy
+
     optimizer = getattr(gan.generator_optimizer, "inner_optimizer", gan.generator_optimizer)
     pairs = {
         "latent_dim": (gan.latent_dim, config.latent_dim),
@@ -41,8 +43,13 @@ def check_matches(gan, config: TrainConfig, task, path) -> None:
         "penalty": (gan.penalty, config.penalty),
         "seed": (gan.seed, config.seed),
         "conditional": (gan.num_classes is not None, config.conditional),
-        "beta_1": (float(optimizer.beta_1), config.beta_1),
-        "beta_2": (float(optimizer.beta_2), config.beta_2),
+        "ema": (gan.ema_generator is not None, config.ema),
+        "gp_every": (gan.gp_every, config.gp_every),
+        "augment": (gan.augment, parse_policy(config.augment)),
+        "lipschitz": (gan.lipschitz, config.lipschitz),
+        # RMSprop (lipschitz "clip") has no betas: nothing to compare there
+        "beta_1": (float(getattr(optimizer, "beta_1", config.beta_1)), config.beta_1),
+        "beta_2": (float(getattr(optimizer, "beta_2", config.beta_2)), config.beta_2),
     }
     for name, (saved, configured) in pairs.items():
         same = (

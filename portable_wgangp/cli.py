@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
     sample.add_argument("--label", type=int, help="the class to draw, for a conditional model")
     sample.add_argument("--out", required=True, help="F.png (a picture) or F.npy (the raw samples)")
+    sample.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
 
     check = commands.add_parser(
         "check", help="replica-invariance self-test of this machine: R replicas vs one device (exit 0 = pass)"
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
     stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
     stats.add_argument("--image-size", type=int, default=32, help="images:DIR only (default 32)")
+    evaluate.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
     return parser
 
 
@@ -140,7 +142,7 @@ def sample(args) -> int:
         raise UserError("--label needs a conditional model; this checkpoint has no classes.")
     if args.label is not None and not 0 <= args.label < gan.num_classes:
         raise UserError(f"--label must lie in 0..{gan.num_classes - 1} for this model, got {args.label}.")
-    samples = gan.sample(args.n, seed=args.seed, labels=args.label)
+    samples = gan.sample(args.n, seed=args.seed, labels=args.label, use_ema=False if args.raw else None)
     with files.atomic_path(args.out) as temporary:
         if suffix == ".npy":
             with open(temporary, "wb") as file:
@@ -155,7 +157,8 @@ def sample(args) -> int:
 
 
 def evaluate(args) -> int:
-    """The quality figures of a checkpoint; its run's config.json (beside it) gives the settings."""
+    """The quality figures of a checkpoint (of its generator EMA when it has one, unless ``--raw``); its
+    run's config.json (beside it) gives the settings."""
     from portable_wgangp import checkpoints, config, tasks
 
     _check_count_and_seed(args)
@@ -182,7 +185,8 @@ def evaluate(args) -> int:
         task = tasks.make_task(settings)
         checkpoints.check_sample_shape(gan, task.sample_shape, args.dataset)
     reference = _read_stats(args.stats) if args.stats else None
-    print(json.dumps(task.quality(gan, args.n, reference=reference), indent=1))
+    use_ema = False if args.raw else None
+    print(json.dumps(task.quality(gan, args.n, reference=reference, use_ema=use_ema), indent=1))
     return 0
 
 

@@ -45,9 +45,20 @@ class TrainConfig:
     image_size: int = 32
     eval_every: int = 0
     extractor: str = ""
+    # Training like the best GAN codebases (see WGANGP's arguments of the same names):
+    ema: bool = False  # sample and evaluate with an EMA of the generator's weights
+    ema_decay: float = 0.999
+    gp_every: int = 1  # lazy penalty: on every K-th critic update, weighted by K
+    augment: str = ""  # DiffAugment policy, e.g. translation,cutout,color (images only)
+    lr_critic: float | None = None  # TTUR: each network's learning rate (None: --lr)
+    lr_generator: float | None = None
+    lipschitz: str = "penalty"  # penalty, clip (the original WGAN, RMSprop) or spectral
+    clip_value: float = 0.01
 
 
-FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+# Each setting's type: "int", "float", "str" or "bool" (an optional one, "float | None", counts as "float";
+# None means "unset" and is filled in by `resolve`).
+FIELDS = {f.name: f.type.split(" | ")[0] for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run may change: they alter neither the maths nor the data of the steps to come
 # (the global batch is the same whatever the strategy's replica count).
 RESUMABLE = ("steps", "checkpoint_every", "strategy", "eval_every", "extractor")
@@ -81,9 +92,12 @@ PRESETS = {
         "steps": 100000,
     }
 }
+# --lipschitz clip is the original WGAN (Arjovsky et al. 2017): RMSprop at 5e-5 (explicit flags override).
+LIPSCHITZ_DEFAULTS = {"clip": {"lr": 5e-5}}
 CHOICES = {
     "penalty": ("two_sided", "one_sided", "zero_centered"),
     "lr_decay": ("linear", "constant"),
+    "lipschitz": ("penalty", "clip", "spectral"),
 }
 # Integer settings and their least value.
 MINIMA = {
@@ -98,6 +112,7 @@ MINIMA = {
     "eval_every": 0,
     "base": 1,
     "image_size": 8,
+    "gp_every": 1,
 }
 MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds are 32-bit
 
@@ -137,8 +152,17 @@ def resolve(requested: dict, preset: str | None = None) -> TrainConfig:
             f"--preset {preset} is gan_toy.py's setting for the 2-D toy datasets "
             f"({', '.join(TOY_DATASETS)}), not for {dataset}; drop --preset."
         )
-    config = TrainConfig(**{**dataset_defaults(dataset), **requested})
+    lipschitz = LIPSCHITZ_DEFAULTS.get(requested.get("lipschitz", TrainConfig.lipschitz), {})
+    config = _with_rates(TrainConfig(**{**dataset_defaults(dataset), **lipschitz, **requested}))
     validate(config)
+    return config
+
+
+def _with_rates(config: TrainConfig) -> TrainConfig:
+    """``config`` with an unset ``lr_critic`` / ``lr_generator`` set to ``lr`` (--lr sets both)."""
+    for name in ("lr_critic", "lr_generator"):
+        if getattr(config, name) is None:
+            setattr(config, name, config.lr)
     return config
 
 
@@ -194,8 +218,17 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{flag(name)} must be at least {least}, got {value}.")
     if config.seed > MAX_SEED:
         raise UserError(f"--seed must be at most {MAX_SEED}, got {config.seed}.")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise UserError(f"--lr must be a finite number > 0, got {config.lr}.")
+    for name in ("lr", "lr_critic", "lr_generator", "clip_value"):
+        value = getattr(config, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag(name)} must be a finite number > 0, got {value}.")
+    if not 0 <= config.ema_decay < 1:
+        raise UserError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}.")
+    if config.gp_every > 1 and config.lipschitz != "penalty":
+        raise UserError(
+            f"--gp-every schedules the gradient penalty, which --lipschitz {config.lipschitz} does without; "
+            "drop --gp-every."
+        )
     if not (math.isfinite(config.gp_weight) and config.gp_weight >= 0):
         raise UserError(f"--gp-weight must be a finite number >= 0, got {config.gp_weight}.")
     for name in ("beta_1", "beta_2"):
@@ -214,6 +247,12 @@ def validate(config: TrainConfig) -> None:
 
 
 def _validate_data_and_model(config: TrainConfig) -> None:
+    from portable_wgangp.augment import parse_policy
+
+    try:
+        parse_policy(config.augment)
+    except ValueError as error:
+        raise UserError(f"--augment: {error}") from error
     if is_toy(config.dataset):
         if config.model != "mlp":
             raise UserError(f"Unknown model {config.model!r} for 2-D data; choose mlp.")
@@ -221,7 +260,13 @@ def _validate_data_and_model(config: TrainConfig) -> None:
             raise UserError(f"{config.dataset} has no labels; drop --conditional.")
         if config.extractor:
             raise UserError(f"--extractor measures images; {config.dataset} is 2-D points: drop it.")
+        if config.augment:
+            raise UserError(
+                f"--augment transforms images, and {config.dataset} is 2-D points; drop --augment."
+            )
         return
+    if config.lipschitz == "spectral" and config.model == "resnet":
+        raise UserError("--lipschitz spectral is built for --model dcgan (and mlp), not resnet; use dcgan.")
     kind, _, rest = config.dataset.partition(":")
     if config.dataset != "digits" and not (kind in ("npz", "images") and rest):
         raise UserError(
@@ -257,7 +302,7 @@ def load_saved(path: pathlib.Path) -> TrainConfig:
         values = json.loads(path.read_text())
         if not isinstance(values, dict):
             raise ValueError("not a JSON object")
-        return TrainConfig(**values)
+        return _with_rates(TrainConfig(**values))
     except (ValueError, TypeError) as error:
         raise UserError(
             f"{path} is not a portable-wgangp run configuration ({error}); start a new run with --overwrite."
@@ -273,7 +318,7 @@ def check_resume(saved: TrainConfig, requested: dict, where) -> TrainConfig:
     for name, value in requested.items():
         saved_value = getattr(saved, name)
         same = (
-            math.isclose(float(value), float(saved_value), rel_tol=1e-12)
+            saved_value is not None and math.isclose(float(value), float(saved_value), rel_tol=1e-12)
             if FIELDS[name] == "float"
             else value == saved_value
         )

@@ -15,12 +15,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from portable_wgangp import augment as augmentation
 from portable_wgangp import backend, data, distribution
 from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
-from portable_wgangp.penalties import check_mode, gradient_penalty, uniform_epsilon
+from portable_wgangp.penalties import check_mode, gradient_norms, penalty_from_norms, uniform_epsilon
 
 _SEED_STATE = "seed_generator_state"
+# How the critic is kept (close to) 1-Lipschitz: the gradient penalty, weight clipping (the original
+# WGAN) or spectral normalization of its layers (Miyato et al. 2018).
+LIPSCHITZ = ("penalty", "clip", "spectral")
 
 
 def default_optimizer() -> keras.optimizers.Optimizer:
@@ -86,6 +90,12 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _check_fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
 def _check_no_cross_batch_layers(critic: keras.Model) -> None:
     """The per-sample penalty assumes the critic scores each sample on its own: no batch normalization."""
     for layer in critic._flatten_layers(include_self=False):
@@ -116,9 +126,30 @@ class WGANGP(keras.Model):
             classifier (AC-WGAN, the paper's conditional CIFAR-10 model) instead.
         ac_weight, ac_generator_weight: AC-WGAN only: weights of the class cross-entropy on real
             samples in the critic's objective and on fake samples in the generator's (paper: 1, 0.1).
+        ema_decay: β of a generator EMA (``ema_generator``, a non-trainable clone of the generator)
+            updated after every generator update t = 0, 1, …: w_ema ← β_t·w_ema + (1 − β_t)·w with
+            β_t = min(β, (1 + t)/(10 + t)) (a ramp-up, so early weights do not linger); non-trainable
+            weights (BatchNorm moving statistics) are copied, as StyleGAN2 does for buffers. None: no EMA.
+        gp_every: K, lazy regularization (StyleGAN2): the penalty enters only critic updates whose index
+            (``critic_optimizer.iterations``, from 0) is a multiple of K, weighted by K·λ, so its average
+            weight stays λ. When K divides ``n_critic`` the choice is static per update of the round (no
+            branch in the compiled step); otherwise it is an ``ops.cond`` on the update index.
+        augment: a DiffAugment policy (`portable_wgangp.augment`), e.g. ``"translation,cutout,color"``:
+            the critic sees real and fake images only augmented (independent draws per sample), the
+            penalty included (x̂ interpolates the augmented samples), and the generator's gradient flows
+            through the augmentation. Images only.
+        lipschitz: ``"penalty"`` (the gradient penalty), ``"clip"`` (the original WGAN: every critic weight
+            clipped to ±``clip_value`` after each critic update, no penalty) or ``"spectral"`` (the
+            critic's layers wrapped in `keras.layers.SpectralNormalization`, e.g. by
+            ``nets.mlp(..., spectral=True)``; no penalty).
+        clip_value: c, the clipping bound of ``lipschitz="clip"``.
 
     The critic minimises ``mean(D(fake)) − mean(D(real)) + λ·penalty + ε_drift·mean(D(real)²)``; the
-    generator minimises ``−mean(D(G(z)))``.
+    generator minimises ``−mean(D(G(z)))``. Every step also logs ``gradient_norm``: the mean over the global
+    batch of ‖∇D(x̂)‖ at the interpolates of the round's last critic update (taken from the penalty's own
+    input gradient when that update is penalised, else measured without it, whatever the constraint).
+    The logged ``critic_loss`` is the objective with λ·penalty at that update (λ = 0 without the penalty),
+    also when the lazy schedule skipped the penalty there.
     """
 
     def __init__(
@@ -136,6 +167,11 @@ class WGANGP(keras.Model):
         num_classes: int | None = None,
         ac_weight: float = 1.0,
         ac_generator_weight: float = 0.1,
+        ema_decay: float | None = None,
+        gp_every: int = 1,
+        augment: str | None = None,
+        lipschitz: str = "penalty",
+        clip_value: float = 0.01,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,13 +194,41 @@ class WGANGP(keras.Model):
         self.auxiliary_classifier = self.num_classes is not None and len(critic.outputs) == 2
         self.ac_weight = float(ac_weight)
         self.ac_generator_weight = float(ac_generator_weight)
+        self.ema_decay = None if ema_decay is None else _check_fraction("ema_decay", ema_decay)
+        self.gp_every = _check_positive_int("gp_every", gp_every)
+        self.augment = augmentation.parse_policy(augment)
+        if lipschitz not in LIPSCHITZ:
+            raise ValueError(f"Unknown lipschitz {lipschitz!r}; choose one of {', '.join(LIPSCHITZ)}.")
+        self.lipschitz = lipschitz
+        if not (math.isfinite(clip_value) and clip_value > 0):
+            raise ValueError(f"clip_value must be a finite number > 0, got {clip_value!r}.")
+        self.clip_value = float(clip_value)
+        if self.gp_every > 1 and lipschitz != "penalty":
+            raise ValueError(
+                f"gp_every schedules the penalty, which lipschitz={lipschitz!r} does without; drop gp_every."
+            )
         _check_no_cross_batch_layers(critic)
+        if lipschitz == "spectral" and not any(
+            isinstance(layer, keras.layers.SpectralNormalization)
+            for layer in critic._flatten_layers(include_self=False)
+        ):
+            raise ValueError(
+                "lipschitz='spectral' needs a critic whose layers are wrapped in "
+                "keras.layers.SpectralNormalization, e.g. pw.nets.mlp(..., spectral=True)."
+            )
         self.generator = generator
         self.critic = critic
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.generator_optimizer = None
         self.critic_optimizer = None
+        self._critic_index = 0  # the position in the round of the critic update being built
         self._build_networks()
+        if self.augment and len(self.sample_shape) != 3:
+            raise ValueError(
+                f"DiffAugment transforms images (height, width, channels), but the generator makes samples "
+                f"of shape {self.sample_shape}; drop augment for non-image data."
+            )
+        self.ema_generator = None if self.ema_decay is None else self._ema_copy(generator)
 
     def _build_networks(self) -> None:
         """Build both networks on one latent vector; check that the critic accepts the generator's output."""
@@ -197,6 +261,19 @@ class WGANGP(keras.Model):
                 f"{shape} for a batch of 1; end it with Dense(1) (or [scores, class_logits] for AC-WGAN)."
             )
         self.built = True
+
+    @staticmethod
+    def _ema_copy(generator: keras.Model) -> keras.Model:
+        """A non-trainable clone of ``generator`` holding its current weights, variable for variable."""
+        copy = keras.models.clone_model(generator)
+        if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in generator.weights]:
+            raise ValueError(
+                f"keras.models.clone_model does not reproduce the generator {generator.name!r} variable "
+                "for variable; give it a get_config/from_config, or train without the EMA."
+            )
+        copy.set_weights(generator.get_weights())
+        copy.trainable = False
+        return copy
 
     def call(self, z, training=False):
         """Samples for latent vectors ``z`` ``(batch, latent_dim)``; ``[z, labels]`` if conditional."""
@@ -362,11 +439,30 @@ class WGANGP(keras.Model):
         rounds = backend.local_data(rounds)
         labels = None if labels is None else backend.local_data(labels)
         for k in range(self.n_critic):
+            self._critic_index = k
             logs = self.critic_update(rounds[:, k], None if labels is None else labels[:, k])
         logs["generator_loss"] = self.generator_update(
             ops.shape(rounds)[0], None if labels is None else labels[:, 0]
         )
+        if self.ema_generator is not None:
+            self.update_ema()
         return {name: backend.global_mean(value) for name, value in logs.items()}
+
+    def update_ema(self) -> None:
+        """After generator update t (``generator_optimizer.iterations`` = t + 1): w_ema ← β_t·w_ema +
+        (1 − β_t)·w, β_t = min(β, (1 + t)/(10 + t)), for trainable weights; others copied."""
+        t = ops.cast(self.generator_optimizer.iterations, "float32") - 1.0
+        beta = ops.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+        pairs = list(zip(self.ema_generator.weights, self.generator.weights))
+
+        def averaged():
+            return [
+                ops.cast(beta, w.dtype) * e + (1.0 - ops.cast(beta, w.dtype)) * w if w.trainable else w.value
+                for e, w in pairs
+            ]
+
+        for (e, _), value in zip(pairs, backend.constant(averaged)):
+            e.assign(value)
 
     def latent_vectors(self, batch_size):
         """z ~ N(0, I) of shape ``(batch_size, latent_dim)`` for a GLOBAL batch of ``batch_size``.
@@ -378,6 +474,27 @@ class WGANGP(keras.Model):
     def interpolation_weights(self, batch_size):
         """ε ~ U[0, 1] of shape ``(batch_size,)`` for a GLOBAL batch: the weight of each real sample."""
         return uniform_epsilon(batch_size, seed=self.seed_generator)
+
+    def augmentation_draws(self, batch_size):
+        """The uniform numbers of one DiffAugment of a GLOBAL batch: ``(batch_size, augment.DRAWS)``."""
+        return augmentation.draw(batch_size, seed=self.seed_generator)
+
+    def _augmented(self, samples, batch_size):
+        """``samples`` as the critic sees them: through this replica's rows of a fresh DiffAugment."""
+        if not self.augment:
+            return samples
+        draws = self._local_noise(self.augmentation_draws, batch_size)
+        return augmentation.apply(samples, self.augment, draws)
+
+    def _penalised(self, k: int):
+        """Whether critic update ``k`` of the round carries the penalty: a Python bool when the lazy
+        schedule is static per ``k`` (K = 1, or K divides n_critic: the round starts at a multiple of
+        n_critic), else a boolean tensor of the update index."""
+        if self.lipschitz != "penalty" or not self.gp_weight:
+            return False
+        if self.n_critic % self.gp_every == 0:
+            return k % self.gp_every == 0
+        return ops.equal(ops.mod(self.critic_optimizer.iterations, self.gp_every), 0)
 
     def _local_noise(self, draw, local_batch_size):
         """This replica's rows of noise drawn for the global batch.
@@ -396,43 +513,58 @@ class WGANGP(keras.Model):
         """One critic update on this replica's real minibatch ``real`` ``(batch, *sample_shape)``.
 
         A conditional GAN generates its fakes for the real minibatch's ``labels`` ``(batch,)``, and the
-        penalty differentiates the critic w.r.t. the samples with those labels held fixed.
+        penalty differentiates the critic w.r.t. the samples with those labels held fixed. The update's
+        position in the round (``self._critic_index``, set by `train_round`) decides the lazy penalty.
         """
+        k = self._critic_index
         batch_size = ops.shape(real)[0]
         z = self._local_noise(self.latent_vectors, batch_size)
         fake = backend.constant(
             lambda: backend.forward(self.generator, self._conditioned(z, labels), training=True)
         )
         epsilon = self._local_noise(self.interpolation_weights, batch_size)
+        real = self._augmented(real, batch_size)
+        fake = self._augmented(ops.cast(fake, real.dtype), batch_size)
         critic = self.critic_of(labels)
+        penalised = self._penalised(k)
+        logged = k == self.n_critic - 1  # train_round logs the round's last update
+
+        def norms():  # differentiable w.r.t. the critic's weights (double backward)
+            return gradient_norms(critic, real, fake, epsilon=epsilon, loss_scale=self._penalty_loss_scale())
+
+        def measured():  # for the logs only: first order, no graph
+            return backend.constant(norms) if logged else ops.zeros((batch_size,), "float32")
 
         def objective():
             real_scores, fake_scores = self._paired_scores(real, fake, labels)
             estimate = wasserstein_estimate(real_scores, fake_scores)
-            penalty = (  # gp_weight 0: no penalty to compute (logged as 0)
-                gradient_penalty(
-                    critic,
-                    real,
-                    fake,
-                    epsilon=epsilon,
-                    mode=self.penalty,
-                    target=self.penalty_target,
-                    loss_scale=self._penalty_loss_scale(),
-                )
-                if self.gp_weight
-                else ops.zeros((), "float32")
-            )
-            loss = -estimate + self.gp_weight * penalty
+            if isinstance(penalised, bool):
+                gradient_norm = norms() if penalised else measured()
+            else:
+                gradient_norm = ops.cond(penalised, norms, measured)
+            penalty = penalty_from_norms(gradient_norm, mode=self.penalty, target=self.penalty_target)
+            weight = self.gp_weight * self.gp_every * ops.cast(penalised, "float32")
+            loss = -estimate
             if self.drift_weight:
                 loss = loss + self.drift_weight * drift(real_scores)
             if self.auxiliary_classifier:
                 loss = loss + self.ac_weight * self._class_loss(real, labels)
-            return self.critic_optimizer.scale_loss(loss), (loss, estimate, penalty)
+            logged_loss = loss + (self.gp_weight if self.lipschitz == "penalty" else 0.0) * penalty
+            loss = loss + weight * penalty
+            return self.critic_optimizer.scale_loss(loss), (logged_loss, estimate, penalty, gradient_norm)
 
         variables = self.critic.trainable_variables
-        _, (loss, estimate, penalty), grads = backend.value_and_grad(objective, variables)
+        _, (loss, estimate, penalty, gradient_norm), grads = backend.value_and_grad(objective, variables)
         backend.apply_gradients(self.critic_optimizer, grads, variables)
-        return {"critic_loss": loss, "gradient_penalty": penalty, "wasserstein_estimate": estimate}
+        if self.lipschitz == "clip":
+            for variable in variables:
+                variable.assign(ops.clip(variable, -self.clip_value, self.clip_value))
+        return {
+            "critic_loss": loss,
+            "gradient_penalty": penalty,
+            "wasserstein_estimate": estimate,
+            "gradient_norm": ops.mean(gradient_norm),
+        }
 
     def _penalty_loss_scale(self):
         """The critic optimizer's loss scale under float16 (`LossScaleOptimizer`), else None."""
@@ -442,10 +574,12 @@ class WGANGP(keras.Model):
     def generator_update(self, batch_size, labels=None):
         """One generator update on this replica's ``batch_size`` latent vectors; returns its loss."""
         z = self._local_noise(self.latent_vectors, batch_size)
+        draws = self._local_noise(self.augmentation_draws, batch_size) if self.augment else None
         critic = self.critic_of(labels)
 
         def objective():
             fake = backend.forward(self.generator, self._conditioned(z, labels), training=True)
+            fake = augmentation.apply(fake, self.augment, draws)
             loss = generator_loss(critic(fake, training=True))
             if self.auxiliary_classifier:
                 loss = loss + self.ac_generator_weight * self._class_loss(fake, labels)
@@ -458,13 +592,26 @@ class WGANGP(keras.Model):
 
     # -- sampling ---------------------------------------------------------------------------------
 
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 1024, labels=None) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        batch_size: int = 1024,
+        labels=None,
+        use_ema: bool | None = None,
+    ) -> np.ndarray:
         """``n`` generator outputs as a float32 numpy array, from z ~ N(0, I) drawn by numpy with ``seed``.
 
         The latent vectors come from numpy, so the same weights and seed give the same samples on
         every backend. Conditional GANs take ``labels``: one class for all, or ``n`` of them (default:
-        the classes in turn, 0, 1, …).
+        the classes in turn, 0, 1, …). ``use_ema``: draw from ``ema_generator`` (None: when there is
+        one) or from the raw generator (False).
         """
+        if use_ema and self.ema_generator is None:
+            raise ValueError("This WGANGP has no generator EMA (ema_decay=None); sample without use_ema.")
+        if use_ema is None:
+            use_ema = self.ema_generator is not None
+        generator = self.ema_generator if use_ema else self.generator
         n, batch_size = _check_positive_int("n", n), _check_positive_int("batch_size", batch_size)
         z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
         if self.num_classes is None:
@@ -482,7 +629,7 @@ class WGANGP(keras.Model):
             part = self._conditioned(
                 z[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
             )
-            chunks.append(ops.convert_to_numpy(ops.cast(self.generator(part, training=False), "float32")))
+            chunks.append(ops.convert_to_numpy(ops.cast(generator(part, training=False), "float32")))
         return np.concatenate(chunks, axis=0)
 
     # -- serialization ----------------------------------------------------------------------------
@@ -502,6 +649,11 @@ class WGANGP(keras.Model):
             "num_classes": self.num_classes,
             "ac_weight": self.ac_weight,
             "ac_generator_weight": self.ac_generator_weight,
+            "ema_decay": self.ema_decay,
+            "gp_every": self.gp_every,
+            "augment": ",".join(self.augment) or None,
+            "lipschitz": self.lipschitz,
+            "clip_value": self.clip_value,
         }
 
     @classmethod

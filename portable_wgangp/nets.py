@@ -7,6 +7,12 @@ import numpy as np
 from keras import layers
 
 
+def _spectral(layer: layers.Layer, spectral: bool) -> layers.Layer:
+    """``layer`` wrapped in `keras.layers.SpectralNormalization` (W / σ(W), one power iteration per
+    training call, Miyato et al. 2018) when ``spectral``, else ``layer`` itself."""
+    return layers.SpectralNormalization(layer) if spectral else layer
+
+
 def mlp(
     input_dim: int,
     output_dim: int,
@@ -15,14 +21,17 @@ def mlp(
     depth: int = 3,
     activation: str = "relu",
     name: str | None = None,
+    spectral: bool = False,
 ) -> keras.Sequential:
     """``depth`` hidden Dense layers of ``width`` units, then a linear Dense to ``output_dim``.
 
     Shapes: ``(batch, input_dim) -> (batch, output_dim)``. The paper's toy nets (``gan_toy.py``) are
-    ``mlp(2, 2, width=512)`` and ``mlp(2, 1, width=512)``. No normalization, so it serves as a critic.
+    ``mlp(2, 2, width=512)`` and ``mlp(2, 1, width=512)``. No normalization, so it serves as a critic;
+    ``spectral=True`` spectrally normalizes every Dense layer (a critic for ``lipschitz="spectral"``).
     """
-    hidden = [layers.Dense(width, activation=activation) for _ in range(depth)]
-    return keras.Sequential([keras.Input((input_dim,)), *hidden, layers.Dense(output_dim)], name=name)
+    hidden = [_spectral(layers.Dense(width, activation=activation), spectral) for _ in range(depth)]
+    output = _spectral(layers.Dense(output_dim), spectral)
+    return keras.Sequential([keras.Input((input_dim,)), *hidden, output], name=name)
 
 
 def _upsamplings(image_shape) -> int:
@@ -72,7 +81,12 @@ def dcgan_generator(
 
 
 def dcgan_critic(
-    image_shape=(32, 32, 3), *, base: int = 64, num_classes: int | None = None, head: str = "projection"
+    image_shape=(32, 32, 3),
+    *,
+    base: int = 64,
+    num_classes: int | None = None,
+    head: str = "projection",
+    spectral: bool = False,
 ) -> keras.Model:
     """DCGAN critic without batch normalization: images → scores ``(batch, 1)``.
 
@@ -80,17 +94,18 @@ def dcgan_critic(
     ``num_classes`` and ``head="projection"``, the inputs are ``[images, labels]`` and the score gains
     the projection term ⟨embed(label), features⟩ (Miyato & Koyama 2018); with ``head="ac"`` the input is
     the images alone and the outputs are ``[scores, class_logits]`` (AC-WGAN, as in the paper).
+    ``spectral=True`` spectrally normalizes the convolutions and the score layer (not the embedding).
     """
     stages = _upsamplings(image_shape)
     images = keras.Input(tuple(image_shape), name="images")
     h = images
     for stage in range(stages):
-        h = layers.Conv2D(base * 2**stage, 4, strides=2, padding="same")(h)
+        h = _spectral(layers.Conv2D(base * 2**stage, 4, strides=2, padding="same"), spectral)(h)
         if stage:
             h = layers.LayerNormalization(axis=[1, 2, 3])(h)
         h = layers.LeakyReLU(0.2)(h)
     features = layers.Flatten()(h)
-    score = layers.Dense(1, dtype="float32")(features)
+    score = _spectral(layers.Dense(1, dtype="float32"), spectral)(features)
     if not num_classes:
         return keras.Model(images, score, name="dcgan_critic")
     if head == "ac":

@@ -88,6 +88,56 @@ def penalty_from_norms(norms, mode: str = "two_sided", target: float = 1.0):
     return ops.mean(ops.square(excess))
 
 
+def gradient_norms(critic: Callable, real, fake=None, *, epsilon=None, seed=None, loss_scale=None):
+    """Per-sample norms ‖∇ₓ critic(x̂)‖ ``(batch,)`` (float32) at x̂ = ε·real + (1 − ε)·fake.
+
+    ε ~ U[0, 1] per sample (drawn with ``seed``) unless ``epsilon`` is given (shape ``(batch,)`` or
+    ``(batch, 1, ...)``); with ``fake=None`` the gradient is taken at the real samples. Differentiable
+    w.r.t. the critic's weights: `gradient_penalty` and the logged ``gradient_norm`` share this one input
+    gradient. ``loss_scale``: see `scaled_input_gradient`.
+    """
+    if fake is None:
+        points = ops.cast(real, "float32")
+    else:
+        if not _compatible(real.shape, fake.shape):
+            raise ValueError(
+                f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
+                f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."
+            )
+        if epsilon is None:
+            epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
+        epsilon = ops.convert_to_tensor(epsilon)
+        _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
+        points = interpolate(real, fake, epsilon)
+    return safe_norm(scaled_input_gradient(critic, points, loss_scale))
+
+
+def scaled_input_gradient(critic: Callable, points, loss_scale=None):
+    """∇ₓ Σ critic(x) at ``points`` in float32; as ∇ₓ Σ S·critic(x) / S when ``loss_scale`` S is given.
+
+    Under float16 the backward pass through the critic's float16 layers then carries S-times larger
+    values that do not underflow (PyTorch's AMP recipe for gradient penalties; TF issue #48662); the
+    unscaling and the norm are float32.
+    """
+    if loss_scale is None:
+        return ops.cast(input_gradient(critic, points), "float32")
+    scale = ops.cast(loss_scale, "float32")
+
+    def scaled(x, **kwargs):
+        return ops.cast(critic(x, **kwargs), "float32") * scale
+
+    return ops.cast(input_gradient(scaled, points), "float32") / scale
+
+
+def check_target(target) -> float:
+    """Return ``target`` as a float if it is a finite number > 0, else raise a ValueError."""
+    if isinstance(target, bool) or not (
+        isinstance(target, (int, float)) and math.isfinite(target) and target > 0
+    ):
+        raise ValueError(f"target must be a finite number > 0, got {target!r}.")
+    return float(target)
+
+
 def gradient_penalty(
     critic: Callable,
     real,
@@ -102,48 +152,17 @@ def gradient_penalty(
     """Gradient penalty of ``critic`` at interpolates of ``real`` and ``fake`` (a float32 scalar).
 
     x_hat = ε·real + (1 − ε)·fake with ε ~ U[0, 1] per sample (drawn with ``seed``) unless ``epsilon`` is
-    given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖. In mode
-    ``zero_centered`` with ``fake=None`` the gradient is taken at the real samples (R1). The result is
-    differentiable w.r.t. the critic's weights on every backend.
-
-    ``loss_scale`` S (float16 critics): g is taken as ∇ₓ (S·critic(x̂)) / S, so the backward pass through
-    the float16 layers carries S-times larger values that do not underflow (PyTorch's AMP recipe for
-    gradient penalties; TF issue #48662); the unscaling and the norm are float32.
+    given; g = ∇ₓ critic(x_hat) per sample; the penalty is :func:`penalty_from_norms` of ‖g‖
+    (:func:`gradient_norms`). In mode ``zero_centered`` with ``fake=None`` the gradient is taken at the real
+    samples (R1). The result is differentiable w.r.t. the critic's weights on every backend.
+    ``loss_scale`` S (float16 critics): the input gradient is taken on S·critic and unscaled in float32
+    (`scaled_input_gradient`).
     """
     check_mode(mode)
-    if isinstance(target, bool) or not (
-        isinstance(target, (int, float)) and math.isfinite(target) and target > 0
-    ):
-        raise ValueError(f"target must be a finite number > 0, got {target!r}.")
-    if fake is None:
-        if mode != "zero_centered":
-            raise ValueError(
-                f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'."
-            )
-        points = ops.cast(real, "float32")
-    else:
-        if not _compatible(real.shape, fake.shape):
-            raise ValueError(
-                f"real and fake samples must have the same shape, got {tuple(real.shape)} and "
-                f"{tuple(fake.shape)}; pass batches of equal size drawn from the same space."
-            )
-        if epsilon is None:
-            epsilon = uniform_epsilon(ops.shape(real)[0], seed=seed)
-        epsilon = ops.convert_to_tensor(epsilon)
-        _check_epsilon_shape(tuple(epsilon.shape), tuple(real.shape))
-        points = interpolate(real, fake, epsilon)
-    return penalty_from_norms(
-        safe_norm(scaled_input_gradient(critic, points, loss_scale)), mode=mode, target=target
-    )
-
-
-def scaled_input_gradient(critic: Callable, points, loss_scale=None):
-    """∇ₓ Σ critic(x) at ``points`` in float32; as ∇ₓ Σ S·critic(x) / S when ``loss_scale`` S is given."""
-    if loss_scale is None:
-        return ops.cast(input_gradient(critic, points), "float32")
-    scale = ops.cast(loss_scale, "float32")
-
-    def scaled(x, **kwargs):
-        return ops.cast(critic(x, **kwargs), "float32") * scale
-
-    return ops.cast(input_gradient(scaled, points), "float32") / scale
+    check_target(target)
+    if fake is None and mode != "zero_centered":
+        raise ValueError(
+            f"Penalty mode {mode!r} needs fake samples; pass `fake`, or use mode='zero_centered'."
+        )
+    norms = gradient_norms(critic, real, fake, epsilon=epsilon, seed=seed, loss_scale=loss_scale)
+    return penalty_from_norms(norms, mode=mode, target=target)

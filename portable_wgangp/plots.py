@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-CURVES = ("critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss")
+CURVES = ("critic_loss", "gradient_penalty", "wasserstein_estimate", "generator_loss", "gradient_norm")
 
 
 def _pyplot():
@@ -58,9 +58,10 @@ def toy_figure(
 
 
 def loss_curves(path, records: Sequence[dict], title: str = "") -> pathlib.Path:
-    """The four logged values against the step (light: raw, dark: moving average of ~1 % of the run)."""
+    """The logged `CURVES` against the step (light: raw, dark: moving average of ~1 % of the run)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=100, sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6), dpi=100, sharex=True)
+    axes[1, 2].axis("off")
     steps = np.array([r["step"] for r in records])
     window = max(1, len(records) // 100)
     for ax, name in zip(axes.ravel(), CURVES):
@@ -71,7 +72,7 @@ def loss_curves(path, records: Sequence[dict], title: str = "") -> pathlib.Path:
             ax.plot(steps[window - 1 :], smooth, color="tab:blue", linewidth=1.5)
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in (*axes[1, :2], axes[0, 2]):
         ax.set_xlabel("generator step")
     fig.suptitle(title)
     fig.tight_layout()

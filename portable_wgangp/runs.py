@@ -223,8 +223,10 @@ def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
         )
     planned = gan.generator_optimizer.get_config()["learning_rate"]
     if config.lr_decay == "linear" and planned.get("config", {}).get("decay_steps") != config.steps:
-        gan.generator_optimizer.learning_rate = tasks.linear_decay(config.lr, config.steps)
-        gan.critic_optimizer.learning_rate = tasks.linear_decay(config.lr, config.steps * config.n_critic)
+        gan.generator_optimizer.learning_rate = tasks.linear_decay(config.lr_generator, config.steps)
+        gan.critic_optimizer.learning_rate = tasks.linear_decay(
+            config.lr_critic, config.steps * config.n_critic
+        )
     return gan
 
 

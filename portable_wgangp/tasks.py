@@ -31,19 +31,19 @@ class ToyTask:
         c = self.config
         return (
             nets.mlp(c.latent_dim, 2, width=c.width, depth=c.depth, name="generator"),
-            nets.mlp(2, 1, width=c.width, depth=c.depth, name="critic"),
+            nets.mlp(2, 1, width=c.width, depth=c.depth, name="critic", spectral=c.lipschitz == "spectral"),
         )
 
     def minibatches(self, start: int):
         c = self.config
         return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
 
-    def quality(self, gan, n: int = 2000, *, initial: bool = True, reference=None) -> dict:
-        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples (``initial`` and
-        ``reference`` concern images only)."""
-        return data.toy_quality(
-            self.config.dataset, gan.sample(n, seed=self.config.seed), seed=self.config.seed + 1
-        )
+    def quality(self, gan, n: int = 2000, *, initial: bool = True, reference=None, use_ema=None) -> dict:
+        """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples (of the generator EMA
+        when the model has one, unless ``use_ema`` is False; ``initial`` and ``reference`` concern images
+        only)."""
+        samples = gan.sample(n, seed=self.config.seed, use_ema=use_ema)
+        return data.toy_quality(self.config.dataset, samples, seed=self.config.seed + 1)
 
     def picture(self, gan, path, title: str) -> None:
         from keras import ops
@@ -98,7 +98,9 @@ class ImageTask:
             )
         return (
             nets.dcgan_generator(c.latent_dim, shape, base=c.base, num_classes=self.num_classes),
-            nets.dcgan_critic(shape, base=c.base, num_classes=self.num_classes),
+            nets.dcgan_critic(
+                shape, base=c.base, num_classes=self.num_classes, spectral=c.lipschitz == "spectral"
+            ),
         )
 
     def minibatches(self, start: int):
@@ -116,22 +118,21 @@ class ImageTask:
     def _labels(self, n: int):
         return None if self.num_classes is None else np.arange(n) % self.num_classes
 
-    def quality(self, gan, n: int = 1000, *, initial: bool = True, reference=None) -> dict:
+    def quality(self, gan, n: int = 1000, *, initial: bool = True, reference=None, use_ema=None) -> dict:
         """fid, kid, precision, recall of ``n`` samples (Inception Score with the FID Inception),
         fid_initial of the untrained generator of the same seed (``initial``), and (for a conditional model
-        on digits) the accuracy of a digits classifier on samples drawn per class. ``reference``: FID
-        statistics of the real data to use instead of the first ``n`` images'."""
+        on digits) the accuracy of a digits classifier on samples drawn per class. Samples come from the
+        generator EMA when the model has one, unless ``use_ema`` is False. ``reference``: FID statistics
+        of the real data to use instead of the first ``n`` images'."""
         from portable_wgangp import metrics
 
         extractor, n, seed = self.extractor, min(n, len(self.x)), self.config.seed
-        figures = metrics.image_quality(
-            self.x[:n], gan.sample(n, seed=seed, labels=self._labels(n)), extractor, reference
-        )
+        drawn = gan.sample(n, seed=seed, labels=self._labels(n), use_ema=use_ema)
+        figures = metrics.image_quality(self.x[:n], drawn, extractor, reference)
         if initial:
             untrained = build_gan(self.config, self).sample(n, seed=seed, labels=self._labels(n))
             figures["fid_initial"] = metrics.image_quality(self.x[:n], untrained, extractor, reference)["fid"]
         if self.num_classes is not None and hasattr(extractor, "classify"):
-            drawn = gan.sample(n, seed=seed, labels=self._labels(n))
             figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
         return figures
 
@@ -151,7 +152,8 @@ def make_task(config: TrainConfig):
 def build_gan(config: TrainConfig, task):
     """The WGANGP of a configuration, compiled, with the weights that ``config.seed`` gives.
 
-    Adam, with the learning rate decayed linearly to 0 over the run unless ``lr_decay`` is constant.
+    Adam (RMSprop for ``lipschitz == "clip"``, as the original WGAN) at ``lr_generator`` and ``lr_critic``,
+    each decayed linearly to 0 over the run unless ``lr_decay`` is constant.
     """
     import keras
 
@@ -168,13 +170,24 @@ def build_gan(config: TrainConfig, task):
         penalty=config.penalty,
         seed=config.seed,
         num_classes=task.num_classes,
+        ema_decay=config.ema_decay if config.ema else None,
+        gp_every=config.gp_every,
+        augment=config.augment or None,
+        lipschitz=config.lipschitz,
+        clip_value=config.clip_value,
     )
 
-    def adam(updates):
-        rate = linear_decay(config.lr, updates) if config.lr_decay == "linear" else config.lr
+    def optimizer(rate, updates):
+        if config.lr_decay == "linear":
+            rate = linear_decay(rate, updates)
+        if config.lipschitz == "clip":  # the original WGAN's optimizer
+            return keras.optimizers.RMSprop(rate)
         return keras.optimizers.Adam(rate, beta_1=config.beta_1, beta_2=config.beta_2)
 
-    gan.compile(generator_optimizer=adam(config.steps), critic_optimizer=adam(config.steps * config.n_critic))
+    gan.compile(
+        generator_optimizer=optimizer(config.lr_generator, config.steps),
+        critic_optimizer=optimizer(config.lr_critic, config.steps * config.n_critic),
+    )
     return gan
 
 
