@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND, numpy, tensor
-from gans import FixedNoiseWGANGP
 from test_distribution import CONFIGURATIONS, assert_same_run, run_worker
 
 import portable_wgangp as pw
 from portable_wgangp import augment, config
 from portable_wgangp import cli as pw_cli
+from portable_wgangp.check import FixedNoiseWGANGP
 from portable_wgangp.nets import mlp
 
 
