@@ -34,8 +34,7 @@ PRIVATE_NAMES = [
         "torch.autograd.graph:increment_version",
         "backend/torch.py (after fused Adam)",
     ),
-    ("torch", "keras:Model._run_through_graph", "backend/torch_layers.py (fused layer calls)"),
-    ("torch", "keras:Layer._call_has_training_arg", "backend/torch_layers.py"),
+    ("torch", "keras.src.ops.function:Function._run_through_graph", "backend/torch_layers.py (fused calls)"),
     (
         "torch",
         "keras.src.backend.common.backend_utils:compute_conv_transpose_output_crops_for_torch",
@@ -68,6 +67,12 @@ def test_adam_keeps_its_slots_where_the_fused_adam_reads_them():
     optimizer.build([keras.Variable([1.0])])
     for name in ("_momentums", "_velocities"):
         assert hasattr(optimizer, name), f"keras.optimizers.Adam lost {name}, read by backend/torch.py"
+
+
+def test_layers_still_record_whether_call_takes_training():
+    assert hasattr(keras.layers.Dense(1), "_call_has_training_arg"), (
+        "Keras layers lost _call_has_training_arg, read by backend/torch_layers.py"
+    )
 
 
 def test_the_ddp_hook_we_override_is_keras_own_or_absent():

@@ -1,7 +1,5 @@
 """`python -m portable_wgangp` runs the command-line interface."""
 
-import sys
+from portable_wgangp.cli import entry_point
 
-from portable_wgangp.cli import main
-
-sys.exit(main())
+entry_point()

@@ -349,5 +349,17 @@ def _held_stderr():
             os.close(real_fd)
 
 
+def entry_point() -> None:
+    """The console script (and ``python -m portable_wgangp``): `main`, then file descriptor 2 closed for
+    the interpreter's shutdown (unless ``--debug``), where TensorFlow's C++ runtime may still print (a
+    dataset iterator finalized after Python is gone), so an error or a preemption stays one line."""
+    status = main()
+    if "--debug" not in sys.argv[1:]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()
