@@ -25,8 +25,9 @@ def nightly(session: nox.Session, backend: str) -> None:
     session.install("-c", CONSTRAINTS, f".[{EXTRAS[backend]},dev]")
     session.run("pip", "uninstall", "--yes", "keras")
     session.install("keras-nightly")  # the same `keras` package, unpinned
-    session.run("python", "-c", "import keras; print('keras', keras.__version__)")
-    session.run("pytest", *session.posargs, env={"KERAS_BACKEND": backend})
+    env = {"KERAS_BACKEND": backend}
+    session.run("python", "-c", "import keras; print('keras', keras.__version__)", env=env)
+    session.run("pytest", *session.posargs, env=env)
 
 
 @nox.session
