@@ -23,8 +23,8 @@ def nightly(session: nox.Session, backend: str) -> None:
     """The suite against keras-nightly (the next Keras, 3.16.dev), one backend at a time; not in the
     default run: `nox -s "nightly(backend='torch')"` (pytest arguments after `--`)."""
     session.install("-c", CONSTRAINTS, f".[{EXTRAS[backend]},dev]")
-    session.run("pip", "uninstall", "--yes", "keras")
-    session.install("keras-nightly")  # the same `keras` package, unpinned
+    session.run("pip", "uninstall", "--yes", "keras", "keras-nightly")  # both ship the `keras` package
+    session.install("keras-nightly")
     env = {"KERAS_BACKEND": backend}
     session.run("python", "-c", "import keras; print('keras', keras.__version__)", env=env)
     session.run("pytest", *session.posargs, env=env)
