@@ -232,7 +232,7 @@ class Evaluation(keras.callbacks.Callback):
         if not self.every or self.step % self.every:
             return
         figures = self.measure(self.model)
-        numbers = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and v is not None}
+        numbers = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}
         if logs is not None:
             logs.update({f"eval_{name}": value for name, value in numbers.items()})
         if self.best is None or numbers[self.score] < self.best:

@@ -16,7 +16,7 @@ import pathlib
 import sys
 import tempfile
 
-from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, TrainConfig, UserError
+from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, UserError, flag
 from portable_wgangp.runs import Stopped
 
 EXIT_USAGE = 2
@@ -40,21 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = TrainConfig()
     for name, kind in FIELDS.items():
-        flag, default = "--" + name.replace("_", "-"), getattr(defaults, name)
+        option, default = flag(name), getattr(defaults, name)
         if kind == "bool":
             train.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help="(default off)"
+                option, action=argparse.BooleanOptionalAction, default=None, help="(default off)"
             )
         else:
-            train.add_argument(flag, type=_PARSERS[kind], default=None, help=f"(default {default})")
+            train.add_argument(option, type=_PARSERS[kind], default=None, help=f"(default {default})")
     train.add_argument("--preset", choices=sorted(PRESETS), help="paper: gan_toy.py's exact setting")
     train.add_argument("--config", help="a TOML file of the flags above (flags override it)")
     train.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoint (only --steps, --checkpoint-every, --strategy "
-        "may change)",
+        help="continue the run in --out from its checkpoint (only "
+        f"{', '.join(map(flag, RESUMABLE))} may change)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, default=2000, help="samples to measure (default 2000; images 1000)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    evaluate.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
     evaluate.add_argument(
         "--extractor", default="", help="feature extractor (default: the run's, or the data's)"
     )
@@ -104,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
     stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
     stats.add_argument("--image-size", type=int, default=32, help="images:DIR only (default 32)")
-    evaluate.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
     return parser
 
 
@@ -254,11 +254,7 @@ def check(args) -> int:
         raise UserError(f"--replicas must be at least 1, got {args.replicas}.")
     if args.json:
         _check_parent_folder(args.json)
-    if args.strategy not in distribution.strategies():
-        raise UserError(
-            f"Strategy {args.strategy!r} does not fit the {distribution.backend_name()} backend; choose "
-            f"one of {', '.join(distribution.strategies())}."
-        )
+    distribution.check_strategy(args.strategy)
     if keras.backend.backend() == "jax" and "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in os.environ:
         _force_host_devices(args.replicas)
     if args.dtype_policy:

@@ -237,12 +237,7 @@ def validate(config: TrainConfig) -> None:
     for name, choices in CHOICES.items():
         if getattr(config, name) not in choices:
             raise UserError(f"Unknown {name} {getattr(config, name)!r}; choose one of {', '.join(choices)}.")
-    strategies = distribution.strategies()
-    if config.strategy not in strategies:
-        raise UserError(
-            f"Strategy {config.strategy!r} does not fit the {distribution.backend_name()} backend; "
-            f"choose one of {', '.join(strategies)}."
-        )
+    distribution.check_strategy(config.strategy)
     _validate_data_and_model(config)
 
 

@@ -44,13 +44,14 @@ class Distribution:
     native: object = None  # the tf.distribute.Strategy or keras.distribution.DataParallel, if any
 
 
-def backend_name() -> str:
-    return keras.backend.backend()
-
-
-def strategies() -> tuple[str, ...]:
-    """The strategies the active backend takes."""
-    return STRATEGIES[keras.backend.backend()]
+def check_strategy(strategy: str) -> None:
+    """Refuse a strategy the active backend does not take, naming the backend and its choices."""
+    name = keras.backend.backend()
+    choices = STRATEGIES[name]
+    if strategy not in choices:
+        raise ValueError(
+            f"Strategy {strategy!r} does not fit the {name} backend; choose one of {', '.join(choices)}."
+        )
 
 
 def any_process(flag: bool) -> bool:
@@ -168,12 +169,8 @@ def distribute(
         coordinator_address, num_processes, process_id: JAX multi-host, passed to
             `keras.distribution.initialize` (default: its ``KERAS_DISTRIBUTION_*`` environment variables).
     """
+    check_strategy(strategy)
     name = keras.backend.backend()
-    choices = STRATEGIES[name]
-    if strategy not in choices:
-        raise ValueError(
-            f"Strategy {strategy!r} does not fit the {name} backend; choose one of {', '.join(choices)}."
-        )
     if strategy == "auto":
         strategy = _AUTO[name]()
     if strategy == "none":
