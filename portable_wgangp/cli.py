@@ -20,6 +20,7 @@ from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainCo
 from portable_wgangp.runs import Stopped
 
 EXIT_USAGE = 2
+STATS_CHUNK = 1000  # images read and passed through the extractor at a time by `stats`
 EXIT_INTERRUPTED = 130
 
 
@@ -101,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser(
         "stats", help="FID statistics (mu, sigma) of a dataset's features, as stats.npz"
     )
-    stats.add_argument("--dataset", required=True, help="digits, npz:PATH[:KEY] or images:DIR")
+    stats.add_argument(
+        "--dataset", required=True, help="digits, npz:PATH[:KEY], npy:PATH[:LABELS] or images:DIR"
+    )
     stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
     stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
     stats.add_argument("--image-size", type=int, default=32, help="images:DIR only (default 32)")
@@ -191,7 +194,9 @@ def evaluate(args) -> int:
 
 
 def stats(args) -> int:
-    """Write the FID statistics of a dataset's features (pytorch-fid's and TTUR's format: mu, sigma)."""
+    """Write the FID statistics of a dataset's features (pytorch-fid's and TTUR's format: mu, sigma), read
+    and extracted `STATS_CHUNK` images at a time (bounded memory for a folder or a memory-mapped array)."""
+    import keras
     import numpy as np
 
     from portable_wgangp import config, files, metrics, tasks
@@ -201,7 +206,7 @@ def stats(args) -> int:
     _check_parent_folder(args.out)
     if config.is_toy(args.dataset):
         raise UserError(
-            f"stats measures image features; {args.dataset} is 2-D points: use digits, npz: or images:."
+            f"stats measures image features; {args.dataset} is 2-D points: use digits, npz:, npy: or images:."
         )
     settings = TrainConfig(
         **{**config.dataset_defaults(args.dataset), "dataset": args.dataset, "image_size": args.image_size},
@@ -209,12 +214,19 @@ def stats(args) -> int:
     )
     config.validate(settings)
     task = tasks.ImageTask(settings)
-    features = task.extractor(task.x)
-    mu, sigma = metrics.feature_statistics(features)
+    source, chunk = task.source, STATS_CHUNK
+    progress = keras.utils.Progbar(len(source), unit_name="image", verbose=1 if len(source) > chunk else 0)
+
+    def features():
+        for start in range(0, len(source), chunk):
+            yield task.extractor(source.read(np.arange(start, min(start + chunk, len(source)))))
+            progress.add(min(chunk, len(source) - start))
+
+    mu, sigma = metrics.streamed_feature_statistics(features())
     with files.atomic_path(args.out) as temporary, open(temporary, "wb") as file:
         np.savez(file, mu=mu, sigma=sigma)
     name = task.extractor.name
-    print(f"wrote {args.out}: mu {mu.shape}, sigma {sigma.shape} of {len(features)} images ({name})")
+    print(f"wrote {args.out}: mu {mu.shape}, sigma {sigma.shape} of {len(source)} images ({name})")
     return 0
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     image_size: int = 32
     eval_every: int = 0
     extractor: str = ""
+    workers: int = 2  # threads that read and decode images:DIR ahead of the step (0: read in the step)
     # Training like the best GAN codebases (see WGANGP's arguments of the same names):
     ema: bool = False  # sample and evaluate with an EMA of the generator's weights
     ema_decay: float = 0.999
@@ -61,8 +62,8 @@ class TrainConfig:
 FIELDS = {f.name: f.type.split(" | ")[0] for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run may change: they alter neither the maths nor the data of the steps to come
 # (the global batch is the same whatever the strategy's replica count).
-RESUMABLE = ("steps", "checkpoint_every", "strategy", "eval_every", "extractor")
-# Image data (digits, npz:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
+RESUMABLE = ("steps", "checkpoint_every", "strategy", "eval_every", "extractor", "workers")
+# Image data (digits, npz:, npy:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
 IMAGE_DEFAULTS = {
     "model": "dcgan",
     "steps": 2000,
@@ -113,6 +114,7 @@ MINIMA = {
     "base": 1,
     "image_size": 8,
     "gp_every": 1,
+    "workers": 0,
 }
 MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds are 32-bit
 
@@ -263,10 +265,10 @@ def _validate_data_and_model(config: TrainConfig) -> None:
     if config.lipschitz == "spectral" and config.model == "resnet":
         raise UserError("--lipschitz spectral is built for --model dcgan (and mlp), not resnet; use dcgan.")
     kind, _, rest = config.dataset.partition(":")
-    if config.dataset != "digits" and not (kind in ("npz", "images") and rest):
+    if config.dataset != "digits" and not (kind in ("npz", "npy", "images") and rest):
         raise UserError(
-            f"Unknown dataset {config.dataset!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY] "
-            "or images:DIR."
+            f"Unknown dataset {config.dataset!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY], "
+            "npy:PATH[:LABELS] or images:DIR."
         )
     if config.model not in ("dcgan", "resnet"):
         raise UserError(f"Unknown model {config.model!r} for images; choose dcgan or resnet.")

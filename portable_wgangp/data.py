@@ -7,8 +7,8 @@ stays first so that data-parallel strategies shard it, and critic update ``k`` r
 from __future__ import annotations
 
 import itertools
-import pathlib
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -16,15 +16,37 @@ import numpy as np
 DEFAULT_BATCH_SIZE = 64
 
 
+def is_source(x) -> bool:
+    """A sample source of `portable_wgangp.sources` (``read``, ``sample_shape``, ``labels``)."""
+    return all(hasattr(x, name) for name in ("read", "sample_shape", "labels"))
+
+
 def is_array(x) -> bool:
     """Numpy arrays, lists and framework tensors (anything with ``__array__`` and a shape)."""
     return isinstance(x, list) or (hasattr(x, "__array__") and hasattr(x, "shape"))
 
 
-def process_share(rounds, shard: tuple[int, int]):
-    """Rows ``[index * b / count, (index + 1) * b / count)`` of each array of a round of global batch b."""
-    index, count = shard
-    if count == 1:
+class Shard(NamedTuple):
+    """The share of every global batch that this process feeds: rows ``[index·b/count, (index+1)·b/count)``.
+
+    ``padded``: the process still feeds global-shape batches, its share in place and zeros elsewhere (TF's
+    multi-worker strategies split the global batch themselves and keep exactly these rows on this
+    worker), so readers read only the share either way.
+    """
+
+    index: int = 0
+    count: int = 1
+    padded: bool = False
+
+
+ONE_PROCESS = Shard()
+
+
+def process_share(rounds, shard: Shard):
+    """This process's rows of each array of a round of global batch b (the whole round when ``padded``:
+    the strategy picks the rows)."""
+    index, count, padded = Shard(*shard)
+    if count == 1 or padded:
         return rounds
     return tuple(r[index * (len(r) // count) : (index + 1) * (len(r) // count)] for r in rounds)
 
@@ -97,69 +119,160 @@ def as_float_array(x) -> np.ndarray:
     return x
 
 
-class ArrayRounds(keras.utils.PyDataset):
-    """Rounds drawn from in-memory samples (and labels ``y``) without replacement, reshuffled every epoch.
+def read_round(source, picked: np.ndarray, shard: Shard, labelled: bool) -> tuple:
+    """One round from ``source``: ``picked[k, i]`` is sample i of critic update k (``(n_critic, batch)``
+    indices). Only this process's share of the batch (`Shard`) is read. Returns ``(x_round,)``, or with
+    ``labelled`` ``(x_round, y_round)``; shapes ``(share, n_critic, ...)`` and ``(share, n_critic)``
+    (``(batch, n_critic, ...)`` with zeros outside the share when the shard is ``padded``)."""
+    index, count, padded = Shard(*shard)
+    share = picked.shape[1] // count
+    rows = slice(index * share, (index + 1) * share)
+    x = source.read(picked[:, rows].reshape(-1)).reshape((picked.shape[0], share, *source.sample_shape))
+    arrays = [(x, source.sample_shape)]
+    if labelled:
+        arrays.append((source.labels[picked[:, rows]], ()))
+    if padded:
+        arrays = [(_placed(a, rows, picked.shape[1]), shape) for a, shape in arrays]
+    return tuple(np.swapaxes(a, 0, 1) for a, _ in arrays)
 
-    Each epoch holds ``len(x) // (batch_size * n_critic)`` rounds; the few samples left over differ from
-    epoch to epoch when ``shuffle`` is on. Epoch e's order is a permutation drawn from ``(seed, e)``
+
+def _placed(share: np.ndarray, rows: slice, batch: int) -> np.ndarray:
+    """``share`` (axis 1) at ``rows`` of a zero array of ``batch`` rows."""
+    full = np.zeros((share.shape[0], batch, *share.shape[2:]), dtype=share.dtype)
+    full[:, rows] = share
+    return full
+
+
+class EpochRounds(keras.utils.PyDataset):
+    """Rounds drawn from a sample source (`portable_wgangp.sources`) without replacement, reshuffled every
+    epoch: what `WGANGP.fit` makes of arrays and sources.
+
+    Each epoch holds ``len(source) // (batch_size * n_critic)`` rounds; the few samples left over differ
+    from epoch to epoch when ``shuffle`` is on. Epoch e's order is a permutation drawn from ``(seed, e)``
     alone, so a run resumed at epoch e (`set_epoch`) sees the rounds the uninterrupted run saw. A round is
-    ``(x_round,)``, or ``(x_round, y_round)`` with labels of shape ``(batch, n_critic)``.
+    ``(x_round,)``, or ``(x_round, y_round)`` when ``labelled`` (default: when the source has labels; an
+    unconditional model ignores a labelled source's labels). ``workers`` threads read rounds
+    ahead (Keras's `PyDataset` enqueuer keeps their order); 0 reads each round when the step asks.
     """
 
     def __init__(
         self,
-        x: np.ndarray,
+        source,
         batch_size: int,
         n_critic: int,
         shuffle: bool = True,
         seed=None,
-        shard=(0, 1),
-        y: np.ndarray | None = None,
+        shard: Shard = ONE_PROCESS,
+        workers: int = 0,
+        labelled: bool | None = None,
     ):
-        super().__init__()
-        self.shard = shard
-        self.x = as_float_array(x)
-        self.y = None if y is None else as_labels(y, len(self.x))
+        super().__init__(workers=workers, max_queue_size=max(1, 2 * workers))
+        self.source, self.shard = source, shard
+        self.labelled = source.labels is not None if labelled is None else labelled
         self.batch_size = batch_size
         self.n_critic = n_critic
         self.shuffle = shuffle
         self._seed = np.random.SeedSequence(seed).entropy  # seed None: a base drawn once, here
         self.set_epoch(0)
-        per_round = batch_size * n_critic
-        if len(self.x) < per_round:
-            raise ValueError(
-                f"A training step needs batch_size * n_critic = {batch_size} * {n_critic} = {per_round} "
-                f"samples, but only {len(self.x)} were given; lower batch_size or n_critic."
-            )
+        check_enough(len(source), batch_size, n_critic)
 
     def set_epoch(self, epoch: int) -> None:
         """Serve epoch ``epoch``'s rounds from now on."""
         self.epoch = epoch
         if self.shuffle:
-            self._order = np.random.default_rng([self._seed, epoch]).permutation(len(self.x))
+            self._order = np.random.default_rng([self._seed, epoch]).permutation(len(self.source))
         else:
-            self._order = np.arange(len(self.x))
+            self._order = np.arange(len(self.source))
 
     def __len__(self) -> int:
-        return len(self.x) // (self.batch_size * self.n_critic)
+        return len(self.source) // (self.batch_size * self.n_critic)
 
     def __getitem__(self, index: int) -> tuple:
         per_round = self.batch_size * self.n_critic
-        picked = self._order[index * per_round : (index + 1) * per_round]
-        arrays = (self.x,) if self.y is None else (self.x, self.y)
         # Sample i of critic update k is picked[k * batch_size + i]: consecutive minibatches.
-        rounds = tuple(
-            np.swapaxes(a[picked].reshape((self.n_critic, self.batch_size, *a.shape[1:])), 0, 1)
-            for a in arrays
-        )
-        return process_share(rounds, self.shard)
+        picked = self._order[index * per_round : (index + 1) * per_round]
+        picked = picked.reshape(self.n_critic, self.batch_size)
+        return read_round(self.source, picked, self.shard, self.labelled)
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
 
 
+class StreamRounds(keras.utils.PyDataset):
+    """``steps`` rounds of the endless minibatch stream of a sample source, from step ``first_step``:
+    what `portable-wgangp train` feeds.
+
+    Minibatch m of the stream holds positions ``[p·b, (p+1)·b)`` of pass ``m // per_pass``'s order, a
+    permutation drawn from ``(seed, pass)`` alone (``per_pass = len(source) // b``, p = m mod per_pass);
+    step s's round stacks minibatches ``s·n_critic … s·n_critic + n_critic − 1``. Any round is a function
+    of ``(seed, step)``, so a resumed run reads exactly what the uninterrupted run read, and this process
+    reads only its ``shard`` of each round (`read_round`); labels as in `EpochRounds`. ``workers``
+    threads read ahead (see `EpochRounds`); memory holds the listing, one pass's order (8 bytes a sample)
+    and ``2·workers`` rounds.
+    """
+
+    def __init__(
+        self,
+        source,
+        batch_size: int,
+        n_critic: int,
+        *,
+        steps: int,
+        first_step: int = 0,
+        seed=0,
+        workers: int = 0,
+        labelled: bool | None = None,
+    ):
+        super().__init__(workers=workers, max_queue_size=max(1, 2 * workers))
+        check_enough(len(source), batch_size, 1)
+        self.source, self.shard = source, ONE_PROCESS
+        self.labelled = source.labels is not None if labelled is None else labelled
+        self.batch_size, self.n_critic = batch_size, n_critic
+        self.steps, self.first_step, self.seed = steps, first_step, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _order(self, number: int) -> np.ndarray:
+        """Pass ``number``'s permutation; the last two passes are kept (threads read near the boundary)."""
+        order = self._orders.get(number)
+        if order is None:
+            order = np.random.default_rng([self.seed, number]).permutation(len(self.source))
+            self._orders = {n: o for n, o in self._orders.items() if n >= number - 1} | {number: order}
+        return order
+
+    def __getitem__(self, index: int) -> tuple:
+        if not 0 <= index < self.steps:
+            raise IndexError(f"Round {index} of {self.steps}.")
+        per_pass, b = len(self.source) // self.batch_size, self.batch_size
+        first = (self.first_step + index) * self.n_critic
+        picked = np.stack(
+            [
+                self._order(m // per_pass)[(m % per_pass) * b : (m % per_pass + 1) * b]
+                for m in range(first, first + self.n_critic)
+            ]
+        )
+        return read_round(self.source, picked, self.shard, self.labelled)
+
+
+def check_enough(samples: int, batch_size: int, n_critic: int) -> None:
+    """A step needs ``batch_size * n_critic`` samples (distinct within an epoch of `EpochRounds`)."""
+    per_round = batch_size * n_critic
+    if samples < per_round:
+        what = (
+            f"batch_size * n_critic = {batch_size} * {n_critic} = {per_round}"
+            if n_critic > 1
+            else (f"batch_size {batch_size}")
+        )
+        raise ValueError(
+            f"A training step needs {what} samples, but only {samples} were given; lower "
+            f"{'batch_size or n_critic' if n_critic > 1 else 'batch_size'}."
+        )
+
+
 def group_minibatches(
-    batches: Iterable, n_critic: int, num_replicas: int = 1, shard=(0, 1)
+    batches: Iterable, n_critic: int, num_replicas: int = 1, shard: Shard = ONE_PROCESS
 ) -> Iterator[tuple]:
     """Stack ``n_critic`` consecutive minibatches ``(batch, ...)`` into rounds ``(batch, n_critic, ...)``.
 
@@ -209,21 +322,43 @@ def critic_rounds(
     shuffle: bool = True,
     seed=None,
     num_replicas: int = 1,
-    shard: tuple[int, int] = (0, 1),
+    shard: Shard = ONE_PROCESS,
     y=None,
+    labelled: bool | None = None,
 ):
-    """``(rounds, steps_per_epoch)`` for `WGANGP.fit` from arrays or an iterable of minibatches.
+    """``(rounds, steps_per_epoch)`` for `WGANGP.fit` from arrays, a sample source or an iterable of
+    minibatches.
 
-    Arrays are split into minibatches of ``batch_size`` (default 64). An iterable of minibatches (tf.data,
-    torch `DataLoader`, Python generator) keeps its own batch size; its steps per epoch are
-    ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``). Batch sizes are
-    global and must divide by ``num_replicas``; this process feeds the share ``shard = (index, count)``
-    of each round (see `portable_wgangp.distribution.input_shard`). ``y``: labels of array data.
+    Arrays and sources (`portable_wgangp.sources`: a memory-mapped ``.npy``, an image folder) are split
+    into minibatches of ``batch_size`` (default 64) by `EpochRounds`, read by the source's ``workers``
+    threads. An iterable of minibatches (tf.data, torch `DataLoader`, Python generator) keeps its own
+    batch size; its steps per epoch are ``len(x) // n_critic`` when it has a length, else None (pass
+    ``steps_per_epoch``). `StreamRounds` are taken as they are. Batch sizes are global and must divide by
+    ``num_replicas``; this process feeds (and a source reads) only its `Shard`
+    of each round (see `portable_wgangp.distribution.input_shard`). ``y``: labels of array data;
+    ``labelled``: whether a source's labels are fed (default: when it has them).
     """
-    if is_array(x):
+    if isinstance(x, StreamRounds):
+        check_divisible(x.batch_size, num_replicas)
+        x.shard = shard
+        return x, len(x)
+    if is_array(x) or is_source(x):
+        from portable_wgangp import sources
+
+        source = x if is_source(x) else sources.ArraySource(x, y)
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_divisible(batch_size, num_replicas)
-        return ArrayRounds(x, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard, y=y), None
+        rounds = EpochRounds(
+            source,
+            batch_size,
+            n_critic,
+            shuffle=shuffle,
+            seed=seed,
+            shard=shard,
+            workers=source.workers,
+            labelled=labelled if y is None else True,
+        )
+        return rounds, None
     if batch_size is not None:
         raise ValueError(
             "batch_size applies to array data only; an iterable of minibatches keeps its own batch size."
@@ -366,78 +501,10 @@ def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray 
     return images, None if label_key is None else as_labels(archive[label_key], len(images))
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def read_image(path, size: int) -> np.ndarray:
-    """One image file as float32 RGB ``(size, size, 3)`` in [0, 1], resized bilinearly.
-
-    16-bit images (PNG modes ``I;16``/``I``) are read at 16 bits and scaled by 65535, 8-bit ones by 255.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"Cannot read the image {str(path)!r} ({error}); remove or replace it.") from error
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        gray = Image.fromarray(np.asarray(image, dtype="float32") / 65535.0, mode="F")
-        channel = np.asarray(gray.resize((size, size), Image.BILINEAR), dtype="float32")
-        return np.repeat(channel[..., None], 3, axis=-1).clip(0.0, 1.0)
-    rgb = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype="float32")
-    return rgb / 255.0
-
-
-def load_image_folder(folder: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-    """PNG/JPEG images under ``folder``, resized to ``size``×``size`` RGB, scaled to [-1, 1].
-
-    Sub-folders are classes (labels in sorted folder order); images directly in ``folder`` are
-    unlabelled. 16-bit PNGs keep their 16 bits (see `read_image`). Needs Pillow.
-    """
-    root = pathlib.Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"No folder at {folder!r}; pass images:DIR with a folder of PNG or JPEG files.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    sources = [(p, classes.index(p.parent.name)) for c in classes for p in sorted((root / c).iterdir())]
-    if not classes:
-        sources = [(p, None) for p in sorted(root.iterdir())]
-    sources = [(p, label) for p, label in sources if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not sources:
-        raise ValueError(f"No PNG or JPEG images in {folder!r}.")
-    images = np.stack([read_image(p, size) for p, _ in sources]) * 2.0 - 1.0
-    labels = None if not classes else np.array([label for _, label in sources], dtype="int32")
-    return images.astype("float32"), labels
-
-
 def load_images(spec: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images and labels (or None) for ``digits``, ``npz:PATH[:KEY]`` or ``images:DIR``."""
-    if spec == "digits":
-        return digits()
-    kind, _, rest = spec.partition(":")
-    if kind == "npz" and rest:
-        path, _, key = rest.partition(":")
-        return load_npz(path, key or None)
-    if kind == "images" and rest:
-        return load_image_folder(rest, size)
-    raise ValueError(
-        f"Unknown dataset {spec!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY] or images:DIR."
-    )
+    """Images (all of them, in memory) and labels (or None) of ``digits``, ``npz:PATH[:KEY]``,
+    ``npy:PATH[:LABELS]`` or ``images:DIR``; training streams them instead (`sources.open_source`)."""
+    from portable_wgangp import sources
 
-
-def array_minibatches(x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int = 0, start: int = 0):
-    """An endless stream of minibatches of in-memory data, each pass in a fresh order.
-
-    Minibatch ``i`` depends only on ``(seed, i)`` (pass ``i // per_pass`` is shuffled with
-    ``default_rng([seed, pass])``), so a resumed run sees the same data. Yields ``x_batch`` or
-    ``(x_batch, y_batch)``.
-    """
-    per_pass = len(x) // batch_size
-    if per_pass == 0:
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(x)} samples; lower it.")
-    for index in itertools.count(start):
-        number, position = divmod(index, per_pass)
-        picked = np.random.default_rng([seed, number]).permutation(len(x))[position * batch_size :][
-            :batch_size
-        ]
-        yield x[picked] if y is None else (x[picked], y[picked])
+    source = sources.open_source(spec, size)
+    return sources.read_all(source), source.labels

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 import keras
 
 from portable_wgangp import backend as backend_ops
+from portable_wgangp import data
 
 STRATEGIES = {
     "tensorflow": ("auto", "none", "tpu", "mirrored", "multi_worker"),
@@ -135,17 +136,24 @@ def process_count() -> int:
     return backend_ops.num_replicas()
 
 
-def input_shard() -> tuple[int, int]:
-    """``(index, count)``: the consecutive share of every global batch that this process must feed.
+def input_shard() -> data.Shard:
+    """The share of every global batch that this process reads and feeds (`data.Shard`).
 
-    JAX across processes assembles global arrays from each process's share; TF strategies split the
-    global batch themselves, and torch processes all receive it (the step takes its rank's share).
+    JAX across processes assembles global arrays from each process's share, and torch processes each
+    train on their rank's share: both are fed their share alone. TF's multi-worker strategies take
+    global-shape batches and keep worker i's consecutive rows on worker i, so a TF worker reads its share
+    and feeds it in place (``padded``). One process reads everything.
     """
-    if keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
+    name = keras.backend.backend()
+    if name == "jax" and keras.distribution.distribution() is not None:
         import jax
 
-        return jax.process_index(), jax.process_count()
-    return 0, 1
+        return data.Shard(jax.process_index(), jax.process_count())
+    if name == "torch":
+        return data.Shard(backend_ops.replica_index(), backend_ops.num_replicas())
+    if name == "tensorflow" and process_count() > 1:
+        return data.Shard(process_index(), process_count(), padded=True)
+    return data.Shard()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ by blocks of rows (`BLOCK_ELEMENTS`), so memory grows as O((N + M)·D), not N·M
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -133,6 +133,26 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     features = _features(features, "features")
     return features.mean(axis=0, dtype="float64"), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+def streamed_feature_statistics(batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """`feature_statistics` of the concatenation of ``batches`` of features ``(n_i, D)``, accumulated one
+    batch at a time: memory O(D²) however many samples.
+
+    Sums are shifted by the first batch's mean (in float64) so that the covariance
+    ``(Σ dᵢdᵢᵀ − N d̄d̄ᵀ) / (N − 1)`` of the shifted features ``d`` loses no precision to a large mean.
+    """
+    count, shift, total, outer = 0, None, None, None
+    for batch in batches:
+        batch = _features(batch, "features", min_samples=1).astype("float64")
+        if shift is None:
+            shift, total, outer = batch.mean(axis=0), 0.0, 0.0
+        shifted = batch - shift
+        count, total, outer = count + len(shifted), total + shifted.sum(axis=0), outer + shifted.T @ shifted
+    if count < 2:
+        raise ValueError(f"features has {count} samples; at least 2 are needed.")
+    mean = total / count
+    return shift + mean, np.atleast_2d((outer - count * np.outer(mean, mean)) / (count - 1))
 
 
 def _gaussian(x, name: str) -> tuple[np.ndarray, np.ndarray]:

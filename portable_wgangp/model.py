@@ -345,8 +345,10 @@ class WGANGP(keras.Model):
     ):
         """Train on real samples ``x``; ``batch_size`` (default 64) is the critic minibatch size.
 
-        ``x``: a numpy array (or anything array-like) of samples, or a `tf.data.Dataset`, torch
-        `DataLoader` or Python iterable of minibatches (``(samples, labels)`` pairs if conditional);
+        ``x``: a numpy array (or anything array-like) of samples; a sample source of
+        `portable_wgangp.sources` (a memory-mapped ``.npy``, an image folder: read a round at a time,
+        with bounded memory); or a `tf.data.Dataset`, torch `DataLoader` or Python iterable of
+        minibatches (``(samples, labels)`` pairs if conditional);
         ``y``: the class labels of array samples, for a conditional GAN. Each Keras step consumes
         ``n_critic`` minibatches (one per critic update) and makes one generator update;
         ``steps_per_epoch`` counts generator steps. Other arguments (``callbacks``, ``verbose``, ...)
@@ -361,6 +363,8 @@ class WGANGP(keras.Model):
             _check_positive_int("batch_size", batch_size)
         if data.is_array(x):
             self._check_array_data(np.asarray(x), y)
+        elif data.is_source(x) or isinstance(x, data.StreamRounds):
+            self._check_source(getattr(x, "source", x), y)
         elif y is not None:
             raise ValueError(
                 "y= goes with array samples; an iterable of minibatches yields (samples, labels)."
@@ -374,6 +378,7 @@ class WGANGP(keras.Model):
             num_replicas=distribution.num_replicas(),
             shard=distribution.input_shard(),
             y=y,
+            labelled=self.num_classes is not None,
         )
         backend.synchronize(self.variables + self.optimizer.variables)
         if distribution.process_index() > 0:  # one progress bar per run, not one per process
@@ -381,7 +386,7 @@ class WGANGP(keras.Model):
         if kwargs.get("steps_per_epoch") is None:
             kwargs["steps_per_epoch"] = steps
         kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
-        if isinstance(rounds, data.ArrayRounds):
+        if isinstance(rounds, data.EpochRounds):
             kwargs["callbacks"].append(EpochOrder(rounds))
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
@@ -406,6 +411,23 @@ class WGANGP(keras.Model):
             )
         if y is not None:
             data.as_labels(y, len(x), self.num_classes)
+
+    def _check_source(self, source, y) -> None:
+        """Refuse a sample source whose samples or labels do not fit the networks."""
+        if y is not None:
+            raise ValueError("y= goes with array samples; a sample source brings its own labels (or none).")
+        if tuple(source.sample_shape) != self.sample_shape:
+            raise ValueError(
+                f"{source.name} holds samples of shape {tuple(source.sample_shape)} but the generator makes "
+                f"{self.sample_shape}; resize the data (image_size) or change the generator's output."
+            )
+        if self.num_classes is not None:
+            if source.labels is None:
+                raise ValueError(
+                    f"A conditional WGANGP (num_classes set) trains on labelled data, but {source.name} has "
+                    "no labels; use class sub-folders (images), a labels file (npy:PATH:LABELS) or arrays."
+                )
+            data.as_labels(source.labels, len(source), self.num_classes)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras's TF trainer hook: nothing to build from data (the networks are built at construction,
@@ -436,8 +458,6 @@ class WGANGP(keras.Model):
                 "A conditional WGANGP (num_classes set) trains on (samples, labels) and an unconditional one "
                 "on samples alone; pass y= (or pairs) exactly when num_classes is set."
             )
-        rounds = backend.local_data(rounds)
-        labels = None if labels is None else backend.local_data(labels)
         for k in range(self.n_critic):
             self._critic_index = k
             logs = self.critic_update(rounds[:, k], None if labels is None else labels[:, k])

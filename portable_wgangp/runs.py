@@ -277,7 +277,7 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
             ),
         ]
         gan.fit(
-            task.minibatches(start=done * config.n_critic),
+            task.rounds(first_step=done, steps=config.steps - done),
             steps_per_epoch=config.steps - done,
             epochs=1,
             verbose=0,

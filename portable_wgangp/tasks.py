@@ -34,9 +34,10 @@ class ToyTask:
             nets.mlp(2, 1, width=c.width, depth=c.depth, name="critic", spectral=c.lipschitz == "spectral"),
         )
 
-    def minibatches(self, start: int):
+    def rounds(self, first_step: int, steps: int):
+        """Minibatches from step ``first_step`` on (fresh points; `WGANGP.fit` groups them in rounds)."""
         c = self.config
-        return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=start)
+        return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=first_step * c.n_critic)
 
     def quality(self, gan, n: int = 2000, *, initial: bool = True, reference=None, use_ema=None) -> dict:
         """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples (of the generator EMA
@@ -65,21 +66,24 @@ class ImageTask:
     score = "fid"  # the quality figure that picks best.keras (lower is better)
 
     def __init__(self, config: TrainConfig):
+        from portable_wgangp import sources
+
         self.config = config
         try:
-            self.x, self.y = data.load_images(config.dataset, config.image_size)
-            if config.conditional and self.y is None:
+            self.source = sources.open_source(config.dataset, config.image_size, config.workers)
+            if config.conditional and self.source.labels is None:
                 raise UserError(
                     f"{config.dataset} has no labels; drop --conditional or use class sub-folders."
                 )
-            self.num_classes = data.count_classes(self.y, config.dataset) if config.conditional else None
+            labels = self.source.labels
+            self.num_classes = data.count_classes(labels, config.dataset) if config.conditional else None
         except ValueError as error:  # unreadable file, bad dtype, NaN, bad labels: the loader says which
             raise UserError(str(error)) from error
-        self.sample_shape = tuple(self.x.shape[1:])
-        if config.batch_size > len(self.x):
+        self.sample_shape = tuple(self.source.sample_shape)
+        if config.batch_size > len(self.source):
             raise UserError(
-                f"--batch-size {config.batch_size} exceeds the {len(self.x)} images of {config.dataset}; "
-                f"use at most {len(self.x)}."
+                f"--batch-size {config.batch_size} exceeds the {len(self.source)} images of "
+                f"{config.dataset}; use at most {len(self.source)}."
             )
         if config.model == "resnet" and self.sample_shape != (32, 32, 3):
             raise UserError(
@@ -103,10 +107,27 @@ class ImageTask:
             ),
         )
 
-    def minibatches(self, start: int):
+    def rounds(self, first_step: int, steps: int):
+        """Steps ``first_step …`` of the run's data, streamed from the source (`data.StreamRounds`)."""
         c = self.config
-        labels = self.y if self.num_classes else None
-        return data.array_minibatches(self.x, labels, c.batch_size, seed=c.seed, start=start)
+        return data.StreamRounds(
+            self.source,
+            c.batch_size,
+            c.n_critic,
+            steps=steps,
+            first_step=first_step,
+            seed=c.seed,
+            workers=self.source.workers,
+            labelled=self.num_classes is not None,
+        )
+
+    def real_images(self, n: int) -> np.ndarray:
+        """``n`` real images (all when there are fewer), a seeded sample of the whole dataset."""
+        from portable_wgangp import sources
+
+        n = min(n, len(self.source))
+        picked = np.random.default_rng([self.config.seed, 3]).choice(len(self.source), n, replace=False)
+        return sources.read_all(self.source, np.sort(picked))
 
     @functools.cached_property
     def extractor(self):
@@ -126,12 +147,13 @@ class ImageTask:
         of the real data to use instead of the first ``n`` images'."""
         from portable_wgangp import metrics
 
-        extractor, n, seed = self.extractor, min(n, len(self.x)), self.config.seed
+        extractor, real, seed = self.extractor, self.real_images(n), self.config.seed
+        n = len(real)
         drawn = gan.sample(n, seed=seed, labels=self._labels(n), use_ema=use_ema)
-        figures = metrics.image_quality(self.x[:n], drawn, extractor, reference)
+        figures = metrics.image_quality(real, drawn, extractor, reference)
         if initial:
             untrained = build_gan(self.config, self).sample(n, seed=seed, labels=self._labels(n))
-            figures["fid_initial"] = metrics.image_quality(self.x[:n], untrained, extractor, reference)["fid"]
+            figures["fid_initial"] = metrics.image_quality(real, untrained, extractor, reference)["fid"]
         if self.num_classes is not None and hasattr(extractor, "classify"):
             figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
         return figures

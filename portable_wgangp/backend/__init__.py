@@ -20,7 +20,6 @@ Each module provides the same functions:
 and the replica view of a data-parallel step (one replica when the step sees global arrays):
 
 - ``num_replicas()``, ``replica_index()``: the replicas that each hold a local part of the global batch.
-- ``local_data(x)``: this replica's part of input data ``x`` (torch processes all receive the global batch).
 - ``global_mean(x)``: the mean of a per-replica value over the replicas.
 - ``synchronize(variables)``: make every replica start from the same values.
 """
@@ -47,7 +46,6 @@ constant = _module.constant
 forward = _module.forward
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
-local_data = _module.local_data
 num_replicas = _module.num_replicas
 replica_index = _module.replica_index
 synchronize = _module.synchronize
@@ -61,7 +59,6 @@ __all__ = [
     "forward",
     "global_mean",
     "input_gradient",
-    "local_data",
     "num_replicas",
     "replica_index",
     "synchronize",

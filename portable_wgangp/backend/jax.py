@@ -45,10 +45,6 @@ def replica_index() -> int:
     return 0
 
 
-def local_data(x):
-    return x
-
-
 def global_mean(x):
     """Means over global arrays are global already."""
     return x

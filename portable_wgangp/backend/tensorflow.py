@@ -50,11 +50,6 @@ def replica_index():
     return 0 if context is None else context.replica_id_in_sync_group
 
 
-def local_data(x):
-    """The strategy already hands each replica its shard: the data as it is."""
-    return x
-
-
 def global_mean(x):
     """Mean of ``x`` over the replicas (each holds a mean over an equal shard: the global mean)."""
     context = _replica_context()

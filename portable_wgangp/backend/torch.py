@@ -1,9 +1,10 @@
 """PyTorch glue: `torch.autograd.grad`, with ``create_graph=True`` for the input gradient.
 
 When a `torch.distributed` process group is initialized (``pw.distribute("ddp")`` or `torchrun`), every
-process is handed the same global batch and trains on its rank's consecutive share; gradients and logged
-values are all-reduced to their global means, and the variables start from rank 0's values. No
-`DistributedDataParallel` wrapper is used: it does not support the double backward of the penalty.
+process is fed only its rank's consecutive share of the global batch (`distribution.input_shard`);
+gradients and logged values are all-reduced to their global means, and the variables start from rank 0's
+values. No `DistributedDataParallel` wrapper is used: it does not support the double backward of the
+penalty.
 """
 
 import functools
@@ -38,15 +39,6 @@ def num_replicas() -> int:
 
 def replica_index() -> int:
     return dist.get_rank() if num_replicas() > 1 else 0
-
-
-def local_data(x):
-    """This rank's consecutive share of the global batch ``x`` (leading axis)."""
-    replicas = num_replicas()
-    if replicas == 1:
-        return x
-    share = x.shape[0] // replicas
-    return x[replica_index() * share : (replica_index() + 1) * share]
 
 
 def _all_reduce_mean(tensors):
