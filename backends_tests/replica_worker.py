@@ -6,6 +6,9 @@
   users' machines); saves the final weights and every step's logged metrics.
 - ``features``: an MLP WGAN-GP on 8×8 images with a generator EMA, the lazy penalty on every 4th critic
   update (an ``ops.cond`` with n_critic 2) and DiffAugment; saves the weights (the EMA's too) and logs.
+- ``stream``: an MLP WGAN-GP on 8×8 RGB images streamed from the folder ``STREAM_FOLDER`` (an environment
+  variable) by `sources.ImageFolderSource` with 2 reader threads; also saves the sorted indices of the
+  files this process read to ``OUT.reads.npy``.
 - ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
   SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
   OUT.keras, and exits with 128 + the signal.
@@ -75,6 +78,55 @@ def features_run():
     return gan, x, MLP_GLOBAL_BATCH
 
 
+STREAMED = []  # the stream case's source
+
+
+class RecordedReads:
+    """A sample source that records which samples were read (from any reader thread)."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, []
+        self.sample_shape, self.labels, self.name = source.sample_shape, source.labels, source.name
+        self.workers = source.workers
+
+    def __len__(self):
+        return len(self.source)
+
+    def read(self, indices):
+        self.reads.extend(int(i) for i in indices)
+        return self.source.read(indices)
+
+
+def stream_run():
+    """``(gan, source, global_batch)``: a tiny MLP WGAN-GP with fixed initial weights on the images of
+    ``STREAM_FOLDER``, SGD; the source records what it read."""
+    from portable_wgangp import sources
+
+    source = RecordedReads(sources.ImageFolderSource(os.environ["STREAM_FOLDER"], size=8, workers=2))
+    STREAMED.append(source)
+    rng = np.random.default_rng(2)
+    generator = keras.Sequential(
+        [
+            keras.Input((MLP_LATENT,)),
+            keras.layers.Dense(192, activation="tanh"),
+            keras.layers.Reshape((8, 8, 3)),
+        ]
+    )
+    critic = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    for net in (generator, critic):
+        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
+    gan = pw.WGANGP(generator, critic, MLP_LATENT, n_critic=MLP_N_CRITIC, gp_weight=1.0, seed=7)
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
+    return gan, source, MLP_GLOBAL_BATCH
+
+
 def preempt():
     """Train the mlp case with `PreemptionCheckpoint`; the last process is sent SIGTERM at step 4."""
     import json
@@ -108,7 +160,9 @@ def main():
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
         if CASE == "preempt":
             preempt()
-        run = train_case(CASE, features_run if CASE == "features" else None)
+        run = train_case(CASE, {"features": features_run, "stream": stream_run}.get(CASE))
+        if CASE == "stream":
+            np.save(OUT + ".reads.npy", np.unique(STREAMED[0].reads))
         assert getattr(run.model, "ddp_model", None) is None  # Keras 3.16's torch DDP wrapper: opted out
         np.savez(
             OUT, names=np.array(run.names), logs=run.logs, **{f"w{i}": w for i, w in enumerate(run.weights)}

@@ -22,6 +22,7 @@ from conftest import BACKEND
 import portable_wgangp as pw
 import portable_wgangp.distribution
 from portable_wgangp import data
+from portable_wgangp.check import MLP_GLOBAL_BATCH, MLP_N_CRITIC, MLP_STEPS
 
 HERE = pathlib.Path(__file__).parent
 # (strategy, replicas, processes)
@@ -109,6 +110,39 @@ def test_replicas_reproduce_the_single_device_run(
 ):
     for run in run_worker(case, strategy, replicas, processes, tmp_path):  # every process, the same model
         assert_same_run(run, single_device[case])
+
+
+STREAM_CONFIGURATION = {
+    "tensorflow": ("multi_worker", 2, 2),
+    "jax": ("data_parallel", 2, 2),
+    "torch": ("ddp", 2, 2),
+}
+
+
+def test_two_processes_streaming_a_folder_read_disjoint_shares_and_train_as_one(tmp_path, monkeypatch):
+    """Per-host sharding: each process decodes only the files of its share of every global batch, and
+    the two processes end with the weights of the one-process run."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(MLP_GLOBAL_BATCH * MLP_N_CRITIC * MLP_STEPS + 3):  # 3 left over: never read
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(images / f"{i:03d}.png")
+    monkeypatch.setenv("STREAM_FOLDER", str(images))
+    single = run_worker("stream", "none", 1, 1, tmp_path)[0]
+    single_reads = set(np.load(tmp_path / "stream-none-1-1-0.npz.reads.npy"))
+    strategy, replicas, processes = STREAM_CONFIGURATION[BACKEND]
+    runs = run_worker("stream", strategy, replicas, processes, tmp_path)
+    reads = [
+        set(np.load(tmp_path / f"stream-{strategy}-{replicas}-{processes}-{rank}.npz.reads.npy"))
+        for rank in range(processes)
+    ]
+    assert not reads[0] & reads[1]
+    assert reads[0] | reads[1] == single_reads
+    assert len(single_reads) == MLP_GLOBAL_BATCH * MLP_N_CRITIC * MLP_STEPS
+    for run in runs:
+        assert_same_run(run, single)
 
 
 def test_single_device_linear_run_is_the_closed_form(single_device):

@@ -209,7 +209,12 @@ def stats(args) -> int:
             f"stats measures image features; {args.dataset} is 2-D points: use digits, npz:, npy: or images:."
         )
     settings = TrainConfig(
-        **{**config.dataset_defaults(args.dataset), "dataset": args.dataset, "image_size": args.image_size},
+        **{
+            **config.dataset_defaults(args.dataset),
+            "dataset": args.dataset,
+            "image_size": args.image_size,
+            "batch_size": 1,  # nothing is trained: any number of images will do
+        },
         extractor=args.extractor,
     )
     config.validate(settings)
