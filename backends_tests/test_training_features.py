@@ -242,6 +242,35 @@ def test_spectral_critic_trains_and_is_required():
         pw.WGANGP(mlp(2, 2), mlp(2, 1), 2, lipschitz="clip", gp_every=2)
 
 
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_spectral_step_runs_one_power_iteration_per_critic_update_and_one_for_the_generator(n_critic):
+    """Each training call of SpectralNormalization runs one power iteration: the critic scores real and
+    fake samples in ONE call on every backend (JAX would otherwise make two), the generator update calls it
+    once, so a step moves ``vector_u`` by exactly n_critic + 1 iterations (the kernel's singular values are
+    close, so every further iteration moves it measurably)."""
+    rng = np.random.default_rng(1)
+    normalized = keras.layers.SpectralNormalization(keras.layers.Dense(16))
+    critic = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16), normalized, keras.layers.Dense(1)])
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    r, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    kernel = (q * (2.0 * 0.97 ** np.arange(16))) @ r
+    normalized.kernel.assign(kernel.astype("float32"))
+    gan = pw.WGANGP(mlp(2, 2, width=4, depth=1), critic, 2, n_critic=n_critic, seed=0, lipschitz="spectral")
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.0), critic_optimizer=keras.optimizers.SGD(0.0))
+    u = numpy(normalized.vector_u.value)
+    gan.fit(blobs(8 * n_critic), batch_size=8, epochs=1, verbose=0)  # one step; lr 0 keeps W's direction
+    iterates = []
+    for _ in range(n_critic + 2):
+        v = u @ kernel.T
+        u = (v / np.linalg.norm(v)) @ kernel
+        u = u / np.linalg.norm(u)
+        iterates.append(u)
+    got = numpy(normalized.vector_u.value)
+    np.testing.assert_allclose(got, iterates[n_critic], atol=1e-5)
+    assert not np.allclose(got, iterates[n_critic - 1], atol=1e-4)
+    assert not np.allclose(got, iterates[n_critic + 1], atol=1e-4)
+
+
 # -- configuration, CLI, resume, replicas -----------------------------------------------------------
 
 
