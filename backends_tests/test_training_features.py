@@ -242,6 +242,35 @@ def test_spectral_critic_trains_and_is_required():
         pw.WGANGP(mlp(2, 2), mlp(2, 1), 2, lipschitz="clip", gp_every=2)
 
 
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_spectral_step_runs_one_power_iteration_per_critic_update_and_one_for_the_generator(n_critic):
+    """Each training call of SpectralNormalization runs one power iteration: the critic scores real and
+    fake samples in ONE call on every backend (JAX would otherwise make two), the generator update calls it
+    once, so a step moves ``vector_u`` by exactly n_critic + 1 iterations (the kernel's singular values are
+    close, so every further iteration moves it measurably)."""
+    rng = np.random.default_rng(1)
+    normalized = keras.layers.SpectralNormalization(keras.layers.Dense(16))
+    critic = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16), normalized, keras.layers.Dense(1)])
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    r, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    kernel = (q * (2.0 * 0.97 ** np.arange(16))) @ r
+    normalized.kernel.assign(kernel.astype("float32"))
+    gan = pw.WGANGP(mlp(2, 2, width=4, depth=1), critic, 2, n_critic=n_critic, seed=0, lipschitz="spectral")
+    gan.compile(generator_optimizer=keras.optimizers.SGD(0.0), critic_optimizer=keras.optimizers.SGD(0.0))
+    u = numpy(normalized.vector_u.value)
+    gan.fit(blobs(8 * n_critic), batch_size=8, epochs=1, verbose=0)  # one step; lr 0 keeps W's direction
+    iterates = []
+    for _ in range(n_critic + 2):
+        v = u @ kernel.T
+        u = (v / np.linalg.norm(v)) @ kernel
+        u = u / np.linalg.norm(u)
+        iterates.append(u)
+    got = numpy(normalized.vector_u.value)
+    np.testing.assert_allclose(got, iterates[n_critic], atol=1e-5)
+    assert not np.allclose(got, iterates[n_critic - 1], atol=1e-4)
+    assert not np.allclose(got, iterates[n_critic + 1], atol=1e-4)
+
+
 # -- configuration, CLI, resume, replicas -----------------------------------------------------------
 
 
@@ -280,19 +309,25 @@ def cli(*args):
 
 
 FEATURES = ["--ema", "--gp-every", "4", "--lr-critic", "3e-3", "--lr-generator", "1e-3", "--width", "16"]
-FEATURES += ["--lr-decay", "constant", "--batch-size", "32", "--checkpoint-every", "10", "--quiet"]
+FEATURES += ["--depth", "2", "--lr-decay", "constant", "--batch-size", "32", "--quiet"]
 
 
 def test_cli_resume_equals_an_uninterrupted_run_including_the_ema(tmp_path):
     """--ema --gp-every 4 (an ops.cond with n_critic 2) and TTUR through the CLI: the checkpoint holds the
     EMA, metrics.jsonl logs gradient_norm, a resumed run ends with the uninterrupted run's weights, EMA
-    and optimizer state; `sample --raw` draws from the raw generator."""
+    and optimizer state; `sample --raw` draws from the raw generator. The uninterrupted run and the first
+    part run in this process; the resumed part runs in a fresh one, so all it continues from (EMA, Adam's
+    state, the update index, the seed state) comes from the run folder. It resumes after critic update 6
+    (3 steps of 2), mid-way through the lazy schedule's period of 4: a schedule restarted at 0 would
+    penalise other updates."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert cli("train", "--out", whole, "--steps", 20, *FEATURES).returncode == 0
-    assert cli("train", "--out", parts, "--steps", 10, *FEATURES).returncode == 0
-    assert cli("train", "--out", parts, "--resume", "--steps", 20, "--quiet").returncode == 0
+    assert pw_cli.main(["train", "--out", str(whole), "--steps", "8", *FEATURES]) == 0
+    assert pw_cli.main(["train", "--out", str(parts), "--steps", "3", *FEATURES]) == 0
+    resumed = cli("train", "--out", parts, "--resume", "--steps", 8, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = (keras.models.load_model(out / "checkpoint.keras") for out in (whole, parts))
     assert a.ema_generator is not None and a.gp_every == 4
+    assert int(b.critic_optimizer.iterations) == 16 and int(b.generator_optimizer.iterations) == 8
     rates = [o.get_config()["learning_rate"] for o in (a.critic_optimizer, a.generator_optimizer)]
     assert rates == pytest.approx([3e-3, 1e-3])
     for x, y in zip(
@@ -300,8 +335,11 @@ def test_cli_resume_equals_an_uninterrupted_run_including_the_ema(tmp_path):
         b.get_weights() + [numpy(v) for v in b.critic_optimizer.variables],
     ):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(numpy(a.seed_generator.state.value), numpy(b.seed_generator.state.value))
     records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 20 and all(r["gradient_norm"] > 0 for r in records)
+    assert len(records) == 8 and all(r["gradient_norm"] > 0 for r in records)
+    steps = [json.loads(line)["step"] for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
     command = ["sample", "--checkpoint", str(whole / "checkpoint.keras"), "--n", "8"]
     assert pw_cli.main([*command, "--out", str(tmp_path / "r.npy"), "--raw"]) == 0
     np.testing.assert_allclose(

@@ -5,10 +5,10 @@ on CPU), a few seeds each, and prints its raw figures (also to ``--json``):
 
 - ``ema``: digits, 1000 generator steps, ``--ema``; the same checkpoint evaluated with the EMA and with
   ``--raw`` (a paired comparison: one run, two generators).
-- ``lazy``: seconds per generator step of digits training (n_critic 5, in process, best of 2 timings of 60
-  steps) with the penalty on every update, ``--gp-every 5`` (static) and ``--gp-every 4`` (``ops.cond``),
-  and the FID reached after 1000 steps.
-- ``augment``: 10 % of digits (180 images, conditional), 1000 steps, with and without
+- ``lazy``: seconds per generator step of digits training (n_critic 5, in process, the best of 3
+  interleaved timings of 200 steps each) with the penalty on every update, ``--gp-every 5`` (static) and
+  ``--gp-every 4`` (``ops.cond``), and the FID reached after 1000 steps.
+- ``augment``: 10 % of digits (179 of the 1797 images, conditional), 1000 steps, with and without
   ``--augment translation,cutout,color``; FID and label accuracy against ALL digits.
 
     KERAS_BACKEND=jax python docs/features_study.py --study ema --seeds 0 1 2
@@ -26,10 +26,16 @@ import tempfile
 
 import numpy as np
 
+# The repository's package, in this process (the lazy study's timings) and in the CLI runs alike, whatever
+# the working directory and whatever copy is installed.
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
 
 def cli(*args) -> str:
     command = [sys.executable, "-m", "portable_wgangp", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
     if result.returncode:
         raise RuntimeError(result.stderr[-2000:])
     return result.stdout
@@ -52,19 +58,29 @@ def study_ema(root, seeds, steps):
     return rows
 
 
-def step_seconds(gp_every: int, steps: int = 60) -> float:
-    """Seconds per generator step of the digits run's training (after a compiling warm-up), in process."""
+def step_seconds(gp_every_values, steps: int = 200, repeats: int = 3) -> dict:
+    """Seconds per generator step of the digits run's training for each K of ``gp_every_values``, in
+    process: each model compiled and warmed up first, then ``repeats`` rounds that time ``steps`` steps of
+    every K in turn (interleaved, so a change in the machine's load hits all of them); the best round."""
     import time
 
     from portable_wgangp import config, tasks
 
-    settings = config.resolve({"dataset": "digits", "gp_every": gp_every})
-    task = tasks.make_task(settings)
-    gan = tasks.build_gan(settings, task)
-    gan.fit(task.minibatches(start=0), steps_per_epoch=10, verbose=0)
-    started = time.perf_counter()
-    gan.fit(task.minibatches(start=0), steps_per_epoch=steps, verbose=0)
-    return (time.perf_counter() - started) / steps
+    models = {}
+    for gp_every in gp_every_values:
+        settings = config.resolve({"dataset": "digits", "gp_every": gp_every})
+        task = tasks.make_task(settings)
+        gan = tasks.build_gan(settings, task)
+        batches = task.minibatches(start=0)
+        gan.fit(batches, steps_per_epoch=10, verbose=0)  # compiles
+        models[gp_every] = gan, batches
+    timings = {gp_every: [] for gp_every in gp_every_values}
+    for _ in range(repeats):
+        for gp_every, (gan, batches) in models.items():
+            started = time.perf_counter()
+            gan.fit(batches, steps_per_epoch=steps, verbose=0)
+            timings[gp_every].append((time.perf_counter() - started) / steps)
+    return {gp_every: min(seconds) for gp_every, seconds in timings.items()}
 
 
 def study_lazy(root, seeds, steps):
@@ -79,7 +95,8 @@ def study_lazy(root, seeds, steps):
             rows.append(
                 {"gp_every": gp_every, "seed": seed, **json.loads((out / "quality.json").read_text())}
             )
-        rows.append({"gp_every": gp_every, "s_per_step": min(step_seconds(gp_every) for _ in range(2))})
+    for gp_every, seconds in step_seconds((1, 5, 4)).items():
+        rows.append({"gp_every": gp_every, "s_per_step": seconds})
     return rows
 
 
@@ -99,7 +116,7 @@ def study_augment(root, seeds, steps):
             flags = ["--augment", policy] if policy else []
             cli(
                 "train", "--dataset", f"npz:{path}:x", "--conditional", "--steps", steps, "--seed", seed,
-                "--out", out, "--quiet", *flags,
+                "--out", out, "--quiet", "--extractor", "digits-mlp64", *flags,
             )  # fmt: skip
             quality = evaluate(out, "--seed", seed)
             rows.append({"augment": policy or "none", "seed": seed, **quality})

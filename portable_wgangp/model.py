@@ -142,7 +142,11 @@ class WGANGP(keras.Model):
         lipschitz: ``"penalty"`` (the gradient penalty), ``"clip"`` (the original WGAN: every critic weight
             clipped to ±``clip_value`` after each critic update, no penalty) or ``"spectral"`` (the
             critic's layers wrapped in `keras.layers.SpectralNormalization`, e.g. by
-            ``nets.mlp(..., spectral=True)``; no penalty).
+            ``nets.mlp(..., spectral=True)``; no penalty). Each training call of such a layer runs one
+            power iteration, so a step runs ``n_critic + 1`` of them on every backend: the critic scores
+            real and fake samples in one call (`_paired_scores`), and the generator update calls it once.
+            (The updated weights still differ on JAX: the layer's in-place rescaling of its kernel is
+            dropped inside the differentiated objective there, which differentiates through it instead.)
         clip_value: c, the clipping bound of ``lipschitz="clip"``.
 
     The critic minimises ``mean(D(fake)) − mean(D(real)) + λ·penalty + ε_drift·mean(D(real)²)``; the
@@ -296,9 +300,12 @@ class WGANGP(keras.Model):
     def _paired_scores(self, real, fake, labels):
         """Critic scores of ``real`` and ``fake``: one critic call on both halves where the backend gains
         from fewer, larger operations (`backend.JOINT_SCORES`), else one call each. Exact either way, as
-        the critic scores each sample on its own."""
+        the critic scores each sample on its own. A spectrally normalized critic is always called once:
+        each training call of `keras.layers.SpectralNormalization` runs a power iteration and rescales
+        the kernel, so two calls would score real and fake samples with differently normalized kernels
+        and run two power iterations per update (one on the other backends)."""
         fake = ops.cast(fake, real.dtype)
-        if not backend.JOINT_SCORES:
+        if not backend.JOINT_SCORES and self.lipschitz != "spectral":
             critic = self.critic_of(labels)
             return critic(real, training=True), critic(fake, training=True)
         batch_size = ops.shape(real)[0]
