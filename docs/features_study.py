@@ -71,7 +71,7 @@ def step_seconds(gp_every_values, steps: int = 200, repeats: int = 3) -> dict:
         settings = config.resolve({"dataset": "digits", "gp_every": gp_every})
         task = tasks.make_task(settings)
         gan = tasks.build_gan(settings, task)
-        batches = task.minibatches(start=0)
+        batches = task.rounds(first_step=0, steps=steps)
         gan.fit(batches, steps_per_epoch=10, verbose=0)  # compiles
         models[gp_every] = gan, batches
     timings = {gp_every: [] for gp_every in gp_every_values}
