@@ -289,3 +289,14 @@ def test_bad_streamed_data_is_refused_before_the_run_folder_is_touched(tmp_path,
         error = one_line_error(capfd, "train", "--dataset", spec, "--out", str(out))
         assert message in error
         assert not out.exists()
+
+
+def test_a_file_torn_after_the_start_stops_the_run_with_its_name_and_keeps_the_checkpoint(tmp_path, capfd):
+    images = tmp_path / "images"
+    write_folder(images, classes=False, n_per_class=(16,))
+    (images / "0-009.png").write_bytes(b"torn")  # the first file reads; this one is met in a later pass
+    out = tmp_path / "run"
+    flags = [*CLI_FLAGS, "--steps", "8", "--checkpoint-every", "1", "--workers", "2", "--quiet"]
+    error = one_line_error(capfd, "train", "--dataset", f"images:{images}", *flags, "--out", str(out))
+    assert "Cannot read the image" in error and "0-009.png" in error
+    assert (out / "checkpoint.keras").is_file()

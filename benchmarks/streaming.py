@@ -62,7 +62,7 @@ def wait_rows(sizes, steps: int) -> list[dict]:
     import keras
 
     from portable_wgangp import data, sources, tasks
-    from portable_wgangp.config import TrainConfig, dataset_defaults
+    from portable_wgangp.config import resolve
 
     rows = []
     for size in sizes:
@@ -70,7 +70,7 @@ def wait_rows(sizes, steps: int) -> list[dict]:
             count = 64 * 5 * (steps + 3)  # every round reads files it has not read before
             write_pngs(pathlib.Path(folder), count, size)
             spec = f"images:{folder}"
-            config = TrainConfig(**{**dataset_defaults(spec), "dataset": spec, "image_size": size})
+            config = resolve({"dataset": spec, "image_size": size})
             task = tasks.ImageTask(config)
             in_memory = sources.ArraySource(sources.read_all(task.source))
             row = {"backend": keras.backend.backend(), "model": "dcgan", "image_size": size, "images": count}
