@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train")
     evaluate.add_argument("--dataset", default="gaussians8", help="the data it was trained on")
     evaluate.add_argument(
-        "--n", type=int, default=2000, help="samples to measure (default 2000; images 1000)"
+        "--n", type=int, default=2000, help="samples to measure (default 2000; images: at most the dataset's)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     evaluate.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")

@@ -136,7 +136,9 @@ class ImageFolderSource:
         images = np.empty((len(indices), *self.sample_shape), dtype="float32")
         for row, index in enumerate(indices):
             images[row] = read_image(self.paths[index], self.size)
-        return images * 2.0 - 1.0
+        images *= 2.0  # in place: no second copy of the round
+        images -= 1.0
+        return images
 
 
 def _image_names(folder: pathlib.Path) -> list[str]:
@@ -188,9 +190,11 @@ def open_source(spec: str, size: int = 32, workers: int = DEFAULT_WORKERS):
     )
 
 
-def read_all(source, indices: Sequence[int] | None = None, chunk: int = 1024) -> np.ndarray:
-    """Samples ``indices`` (default: all) of ``source`` in one in-memory array, read ``chunk`` at a time."""
+def read_all(source, indices: Sequence[int] | None = None, chunk: int = 256) -> np.ndarray:
+    """Samples ``indices`` (default: all) of ``source`` in one in-memory array, read ``chunk`` at a time
+    into it (the array and one chunk are all the memory it takes)."""
     indices = np.arange(len(source)) if indices is None else np.asarray(indices)
-    return np.concatenate(
-        [source.read(indices[i : i + chunk]) for i in range(0, max(1, len(indices)), chunk)]
-    )
+    samples = np.empty((len(indices), *source.sample_shape), dtype="float32")
+    for start in range(0, len(indices), chunk):
+        samples[start : start + chunk] = source.read(indices[start : start + chunk])
+    return samples
