@@ -28,6 +28,7 @@ if os.environ.get("KERAS_BACKEND") == "jax":
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from tiny_nets import image_mlps  # noqa: E402
 
 import portable_wgangp as pw  # noqa: E402
 from portable_wgangp.check import MLP_GLOBAL_BATCH, MLP_LATENT, MLP_N_CRITIC, MLP_STEPS, mlp_run, train_case  # noqa: E402  # noqa: E402
@@ -46,23 +47,7 @@ def features_run():
     SGD."""
     rng = np.random.default_rng(1)
     x = np.tanh(rng.normal(size=(MLP_GLOBAL_BATCH * MLP_N_CRITIC * MLP_STEPS, 8, 8, 1))).astype("float32")
-    generator = keras.Sequential(
-        [
-            keras.Input((MLP_LATENT,)),
-            keras.layers.Dense(64, activation="tanh"),
-            keras.layers.Reshape((8, 8, 1)),
-        ]
-    )
-    critic = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
-    for net in (generator, critic):
-        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
+    generator, critic = image_mlps((8, 8, 1), MLP_LATENT, rng)
     gan = pw.WGANGP(
         generator,
         critic,
@@ -105,23 +90,7 @@ def stream_run():
     source = RecordedReads(sources.ImageFolderSource(os.environ["STREAM_FOLDER"], size=8, workers=2))
     STREAMED.append(source)
     rng = np.random.default_rng(2)
-    generator = keras.Sequential(
-        [
-            keras.Input((MLP_LATENT,)),
-            keras.layers.Dense(192, activation="tanh"),
-            keras.layers.Reshape((8, 8, 3)),
-        ]
-    )
-    critic = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
-    for net in (generator, critic):
-        net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
+    generator, critic = image_mlps((8, 8, 3), MLP_LATENT, rng)
     gan = pw.WGANGP(generator, critic, MLP_LATENT, n_critic=MLP_N_CRITIC, gp_weight=1.0, seed=7)
     gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
     return gan, source, MLP_GLOBAL_BATCH
