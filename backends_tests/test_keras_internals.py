@@ -18,7 +18,7 @@ PRIVATE_NAMES = [
     ("all", "keras:Model._symbolic_build", "WGANGP._maybe_symbolic_build (TF trainer hook)"),
     (
         "tensorflow",
-        "keras.src.backend.tensorflow.trainer:TensorFlowTrainer._maybe_symbolic_build",
+        "keras:Model._maybe_symbolic_build",  # the TF trainer's (TensorFlowTrainer in 3.15, Trainer in 3.16)
         "WGANGP._maybe_symbolic_build overrides it (no data pulled to build the model)",
     ),
     (
