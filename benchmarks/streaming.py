@@ -31,6 +31,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 BACKENDS = ("jax", "tensorflow", "torch")
+BATCH, N_CRITIC = 64, 5  # the CLI's image defaults
+ROUND_IMAGES = BATCH * N_CRITIC  # images one generator step reads
 
 
 def write_pngs(folder: pathlib.Path, count: int, size: int, seed: int = 0) -> None:
@@ -67,7 +69,7 @@ def wait_rows(sizes, steps: int) -> list[dict]:
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as folder:
-            count = 64 * 5 * (steps + 3)  # every round reads files it has not read before
+            count = ROUND_IMAGES * (steps + 3)  # every round reads files it has not read before
             write_pngs(pathlib.Path(folder), count, size)
             spec = f"images:{folder}"
             config = resolve({"dataset": spec, "image_size": size})
@@ -80,7 +82,7 @@ def wait_rows(sizes, steps: int) -> list[dict]:
                 ("streamed_workers_ms", task.source, 2),
             ):
                 gan = tasks.build_gan(config, task)
-                rounds = data.StreamRounds(source, 64, 5, steps=steps + 2, seed=0, workers=workers)
+                rounds = data.StreamRounds(source, BATCH, N_CRITIC, steps=steps + 2, seed=0, workers=workers)
                 row[name] = 1000 * time_steps(gan, rounds, steps)
             row["decode_ms_per_round"] = 1000 * min(_decode_seconds(task.source) for _ in range(3))
             for workers, key in ((0, "streamed_ms"), (2, "streamed_workers_ms")):
@@ -94,7 +96,7 @@ def wait_rows(sizes, steps: int) -> list[dict]:
 
 def _decode_seconds(source) -> float:
     started = time.perf_counter()
-    source.read(np.arange(64 * 5))
+    source.read(np.arange(ROUND_IMAGES))
     return time.perf_counter() - started
 
 
@@ -131,12 +133,12 @@ def memory_rows(backends, images: int) -> list[dict]:
             env = {**os.environ, "KERAS_BACKEND": backend}
             train = [sys.executable, "-m", "portable_wgangp", "train"]
             row = {"backend": backend, "images": images, "image_size": 64}
-            for key, dataset, extra in (
-                ("streamed", f"images:{scratch / 'images'}", ["--steps", "2"]),
-                ("streamed_resumed", f"images:{scratch / 'images'}", ["--steps", "4", "--resume"]),
-                ("in_memory", f"npz:{scratch / 'images.npz'}", ["--steps", "2"]),
+            streamed, in_memory = scratch / f"run-{backend}-streamed", scratch / f"run-{backend}-memory"
+            for key, dataset, out, extra in (
+                ("streamed", f"images:{scratch / 'images'}", streamed, ["--steps", "2"]),
+                ("streamed_resumed", f"images:{scratch / 'images'}", streamed, ["--steps", "4", "--resume"]),
+                ("in_memory", f"npz:{scratch / 'images.npz'}", in_memory, ["--steps", "2"]),
             ):
-                out = scratch / f"run-{backend}-{key.split('_')[0] if key != 'in_memory' else 'memory'}"
                 command = [*train, "--dataset", dataset, "--out", str(out), *flags, *extra]
                 row[f"{key}_peak_rss_mb"], row[f"{key}_s"] = peak_rss_mb(command, env)
             rows.append(row)

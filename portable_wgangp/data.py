@@ -38,6 +38,11 @@ class Shard(NamedTuple):
     count: int = 1
     padded: bool = False
 
+    def rows(self, batch: int) -> slice:
+        """This process's rows of a global batch of ``batch`` rows."""
+        share = batch // self.count
+        return slice(self.index * share, (self.index + 1) * share)
+
 
 ONE_PROCESS = Shard()
 
@@ -45,10 +50,9 @@ ONE_PROCESS = Shard()
 def process_share(rounds, shard: Shard):
     """This process's rows of each array of a round of global batch b (the whole round when ``padded``:
     the strategy picks the rows)."""
-    index, count, padded = Shard(*shard)
-    if count == 1 or padded:
+    if shard.count == 1 or shard.padded:
         return rounds
-    return tuple(r[index * (len(r) // count) : (index + 1) * (len(r) // count)] for r in rounds)
+    return tuple(r[shard.rows(len(r))] for r in rounds)
 
 
 def as_labels(y, n: int, num_classes: int | None = None) -> np.ndarray:
@@ -124,16 +128,14 @@ def read_round(source, picked: np.ndarray, shard: Shard, labelled: bool) -> tupl
     indices). Only this process's share of the batch (`Shard`) is read. Returns ``(x_round,)``, or with
     ``labelled`` ``(x_round, y_round)``; shapes ``(share, n_critic, ...)`` and ``(share, n_critic)``
     (``(batch, n_critic, ...)`` with zeros outside the share when the shard is ``padded``)."""
-    index, count, padded = Shard(*shard)
-    share = picked.shape[1] // count
-    rows = slice(index * share, (index + 1) * share)
-    x = source.read(picked[:, rows].reshape(-1)).reshape((picked.shape[0], share, *source.sample_shape))
-    arrays = [(x, source.sample_shape)]
+    rows = shard.rows(picked.shape[1])
+    mine = picked[:, rows]
+    arrays = [source.read(mine.reshape(-1)).reshape((*mine.shape, *source.sample_shape))]
     if labelled:
-        arrays.append((source.labels[picked[:, rows]], ()))
-    if padded:
-        arrays = [(_placed(a, rows, picked.shape[1]), shape) for a, shape in arrays]
-    return tuple(np.swapaxes(a, 0, 1) for a, _ in arrays)
+        arrays.append(source.labels[mine])
+    if shard.padded:
+        arrays = [_placed(a, rows, picked.shape[1]) for a in arrays]
+    return tuple(np.swapaxes(a, 0, 1) for a in arrays)
 
 
 def _placed(share: np.ndarray, rows: slice, batch: int) -> np.ndarray:
@@ -143,16 +145,32 @@ def _placed(share: np.ndarray, rows: slice, batch: int) -> np.ndarray:
     return full
 
 
-class EpochRounds(keras.utils.PyDataset):
+class SourceRounds(keras.utils.PyDataset):
+    """What `EpochRounds` and `StreamRounds` share: rounds of ``n_critic`` minibatches of ``batch_size``
+    read from a sample source, this process's `Shard` only, by ``workers`` threads ahead of the step
+    (default: the source's; Keras's `PyDataset` enqueuer keeps their order, 0 reads each round when the
+    step asks), with labels when ``labelled`` (default: when the source has labels; an unconditional
+    model ignores a labelled source's labels)."""
+
+    def __init__(self, source, batch_size: int, n_critic: int, shard: Shard, workers, labelled):
+        workers = source.workers if workers is None else workers
+        super().__init__(workers=workers, max_queue_size=max(1, 2 * workers))
+        self.source, self.shard = source, shard
+        self.batch_size, self.n_critic = batch_size, n_critic
+        self.labelled = source.labels is not None if labelled is None else labelled
+
+    def _read(self, picked: np.ndarray) -> tuple:
+        return read_round(self.source, picked, self.shard, self.labelled)
+
+
+class EpochRounds(SourceRounds):
     """Rounds drawn from a sample source (`portable_wgangp.sources`) without replacement, reshuffled every
     epoch: what `WGANGP.fit` makes of arrays and sources.
 
     Each epoch holds ``len(source) // (batch_size * n_critic)`` rounds; the few samples left over differ
     from epoch to epoch when ``shuffle`` is on. Epoch e's order is a permutation drawn from ``(seed, e)``
     alone, so a run resumed at epoch e (`set_epoch`) sees the rounds the uninterrupted run saw. A round is
-    ``(x_round,)``, or ``(x_round, y_round)`` when ``labelled`` (default: when the source has labels; an
-    unconditional model ignores a labelled source's labels). ``workers`` threads read rounds
-    ahead (Keras's `PyDataset` enqueuer keeps their order); 0 reads each round when the step asks.
+    ``(x_round,)`` or ``(x_round, y_round)`` (see `SourceRounds`).
     """
 
     def __init__(
@@ -163,14 +181,10 @@ class EpochRounds(keras.utils.PyDataset):
         shuffle: bool = True,
         seed=None,
         shard: Shard = ONE_PROCESS,
-        workers: int = 0,
+        workers: int | None = None,
         labelled: bool | None = None,
     ):
-        super().__init__(workers=workers, max_queue_size=max(1, 2 * workers))
-        self.source, self.shard = source, shard
-        self.labelled = source.labels is not None if labelled is None else labelled
-        self.batch_size = batch_size
-        self.n_critic = n_critic
+        super().__init__(source, batch_size, n_critic, shard, workers, labelled)
         self.shuffle = shuffle
         self._seed = np.random.SeedSequence(seed).entropy  # seed None: a base drawn once, here
         self.set_epoch(0)
@@ -191,14 +205,13 @@ class EpochRounds(keras.utils.PyDataset):
         per_round = self.batch_size * self.n_critic
         # Sample i of critic update k is picked[k * batch_size + i]: consecutive minibatches.
         picked = self._order[index * per_round : (index + 1) * per_round]
-        picked = picked.reshape(self.n_critic, self.batch_size)
-        return read_round(self.source, picked, self.shard, self.labelled)
+        return self._read(picked.reshape(self.n_critic, self.batch_size))
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
 
 
-class StreamRounds(keras.utils.PyDataset):
+class StreamRounds(SourceRounds):
     """``steps`` rounds of the endless minibatch stream of a sample source, from step ``first_step``:
     what `portable-wgangp train` feeds.
 
@@ -206,9 +219,8 @@ class StreamRounds(keras.utils.PyDataset):
     permutation drawn from ``(seed, pass)`` alone (``per_pass = len(source) // b``, p = m mod per_pass);
     step s's round stacks minibatches ``s·n_critic … s·n_critic + n_critic − 1``. Any round is a function
     of ``(seed, step)``, so a resumed run reads exactly what the uninterrupted run read, and this process
-    reads only its ``shard`` of each round (`read_round`); labels as in `EpochRounds`. ``workers``
-    threads read ahead (see `EpochRounds`); memory holds the listing, one pass's order (8 bytes a sample)
-    and ``2·workers`` rounds.
+    reads only its ``shard`` of each round (see `SourceRounds`); memory holds the listing, one pass's order
+    (8 bytes a sample) and ``2·workers`` rounds.
     """
 
     def __init__(
@@ -220,14 +232,11 @@ class StreamRounds(keras.utils.PyDataset):
         steps: int,
         first_step: int = 0,
         seed=0,
-        workers: int = 0,
+        workers: int | None = None,
         labelled: bool | None = None,
     ):
-        super().__init__(workers=workers, max_queue_size=max(1, 2 * workers))
+        super().__init__(source, batch_size, n_critic, ONE_PROCESS, workers, labelled)
         check_enough(len(source), batch_size, 1)
-        self.source, self.shard = source, ONE_PROCESS
-        self.labelled = source.labels is not None if labelled is None else labelled
-        self.batch_size, self.n_critic = batch_size, n_critic
         self.steps, self.first_step, self.seed = steps, first_step, seed
         self._orders: dict[int, np.ndarray] = {}
 
@@ -253,21 +262,22 @@ class StreamRounds(keras.utils.PyDataset):
                 for m in range(first, first + self.n_critic)
             ]
         )
-        return read_round(self.source, picked, self.shard, self.labelled)
+        return self._read(picked)
 
 
 def check_enough(samples: int, batch_size: int, n_critic: int) -> None:
     """A step needs ``batch_size * n_critic`` samples (distinct within an epoch of `EpochRounds`)."""
     per_round = batch_size * n_critic
     if samples < per_round:
-        what = (
-            f"batch_size * n_critic = {batch_size} * {n_critic} = {per_round}"
-            if n_critic > 1
-            else (f"batch_size {batch_size}")
-        )
+        if n_critic > 1:
+            what, lower = (
+                f"batch_size * n_critic = {batch_size} * {n_critic} = {per_round}",
+                "batch_size or n_critic",
+            )
+        else:
+            what, lower = f"batch_size {batch_size}", "batch_size"
         raise ValueError(
-            f"A training step needs {what} samples, but only {samples} were given; lower "
-            f"{'batch_size or n_critic' if n_critic > 1 else 'batch_size'}."
+            f"A training step needs {what} samples, but only {samples} were given; lower {lower}."
         )
 
 
@@ -330,13 +340,12 @@ def critic_rounds(
     minibatches.
 
     Arrays and sources (`portable_wgangp.sources`: a memory-mapped ``.npy``, an image folder) are split
-    into minibatches of ``batch_size`` (default 64) by `EpochRounds`, read by the source's ``workers``
-    threads. An iterable of minibatches (tf.data, torch `DataLoader`, Python generator) keeps its own
-    batch size; its steps per epoch are ``len(x) // n_critic`` when it has a length, else None (pass
-    ``steps_per_epoch``). `StreamRounds` are taken as they are. Batch sizes are global and must divide by
-    ``num_replicas``; this process feeds (and a source reads) only its `Shard`
-    of each round (see `portable_wgangp.distribution.input_shard`). ``y``: labels of array data;
-    ``labelled``: whether a source's labels are fed (default: when it has them).
+    into minibatches of ``batch_size`` (default 64) by `EpochRounds`. An iterable of minibatches
+    (tf.data, torch `DataLoader`, Python generator) keeps its own batch size; its steps per epoch are
+    ``len(x) // n_critic`` when it has a length, else None (pass ``steps_per_epoch``). `StreamRounds` are
+    taken as they are. Batch sizes are global and must divide by ``num_replicas``; this process feeds
+    (and a source reads) only its `Shard` of each round (see `portable_wgangp.distribution.input_shard`).
+    ``y``: labels of array data; ``labelled``: whether the labels are fed (default: when there are any).
     """
     if isinstance(x, StreamRounds):
         check_divisible(x.batch_size, num_replicas)
@@ -349,14 +358,7 @@ def critic_rounds(
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_divisible(batch_size, num_replicas)
         rounds = EpochRounds(
-            source,
-            batch_size,
-            n_critic,
-            shuffle=shuffle,
-            seed=seed,
-            shard=shard,
-            workers=source.workers,
-            labelled=labelled if y is None else True,
+            source, batch_size, n_critic, shuffle=shuffle, seed=seed, shard=shard, labelled=labelled
         )
         return rounds, None
     if batch_size is not None:

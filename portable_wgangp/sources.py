@@ -3,7 +3,8 @@
 A source is indexable data that is scaled only when it is read: ``len(source)`` samples of shape
 ``source.sample_shape``, ``source.labels`` (int32 ``(N,)``, or None) held in memory, and
 ``source.read(indices)`` → float32 ``(len(indices), *sample_shape)`` in the units the step trains on
-(images in [-1, 1]). Three kinds:
+(images in [-1, 1]); ``source.name`` names it in errors and ``source.workers`` is how many threads should
+read it ahead of the step (0 for memory). Three kinds:
 
 - `ArraySource`: samples already in memory (arrays, ``digits``, ``npz:``);
 - `MemmapSource`: a ``.npy`` file memory-mapped (``npy:PATH``): integer images stay on disk at their bit

@@ -117,7 +117,6 @@ class ImageTask:
             steps=steps,
             first_step=first_step,
             seed=c.seed,
-            workers=self.source.workers,
             labelled=self.num_classes is not None,
         )
 
@@ -143,8 +142,8 @@ class ImageTask:
         """fid, kid, precision, recall of ``n`` samples (Inception Score with the FID Inception),
         fid_initial of the untrained generator of the same seed (``initial``), and (for a conditional model
         on digits) the accuracy of a digits classifier on samples drawn per class. Samples come from the
-        generator EMA when the model has one, unless ``use_ema`` is False. ``reference``: FID statistics
-        of the real data to use instead of the first ``n`` images'."""
+        generator EMA when the model has one, unless ``use_ema`` is False; the real side is `real_images`.
+        ``reference``: FID statistics of the real data to use instead of those real images'."""
         from portable_wgangp import metrics
 
         extractor, real, seed = self.extractor, self.real_images(n), self.config.seed
