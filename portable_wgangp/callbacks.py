@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from portable_wgangp import files
+from portable_wgangp import files, host_memory
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -173,6 +173,17 @@ def save_checkpoint(model: keras.Model, path) -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         save_atomically(model, pathlib.Path(scratch) / pathlib.Path(path).name)
+
+
+class ReleaseFreeMemory(keras.callbacks.Callback):
+    """Hands the heap's free memory back to the system after every step and at the end of training
+    (`host_memory`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        host_memory.release_free_memory()
+
+    def on_train_end(self, logs=None):
+        host_memory.release_free_memory()
 
 
 class Every(keras.callbacks.Callback):

@@ -16,6 +16,7 @@ import pathlib
 import sys
 import tempfile
 
+from portable_wgangp import _startup, host_memory
 from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, UserError, flag
 from portable_wgangp.runs import Stopped
 
@@ -304,6 +305,8 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status. Unless ``--debug``, what the frameworks print on stderr
     is held back and shown only when the command succeeds, so a failure prints exactly one line."""
     args = build_parser().parse_args(argv)
+    _startup.select_default_backend()
+    host_memory.configure_process()
     if args.debug:
         return COMMANDS[args.command](args)
     with _held_stderr() as stderr:

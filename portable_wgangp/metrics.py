@@ -430,12 +430,12 @@ class PixelFeatures:
     name = "pixels-8x8"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype="float64")
+        images = np.asarray(images)
         n, height, width, channels = images.shape
         blocks = images[:, : height // 8 * 8, : width // 8 * 8].reshape(
             n, 8, height // 8, 8, width // 8, channels
         )
-        return blocks.mean(axis=(2, 4)).reshape(n, -1)
+        return blocks.mean(axis=(2, 4), dtype="float64").reshape(n, -1)  # no float64 copy of the images
 
 
 def image_quality(real: np.ndarray, generated: np.ndarray, extractor, reference=None) -> dict:
@@ -443,11 +443,16 @@ def image_quality(real: np.ndarray, generated: np.ndarray, extractor, reference=
     ``inception_score`` and ``inception_score_std`` too when the extractor gives class logits (the FID
     Inception). ``reference``: the real side's FID statistics (``(mu, sigma)`` or a stats file's arrays)
     in place of the real images' (KID, precision and recall still use ``real``)."""
+    return feature_quality(extractor(real), generated, extractor, reference)
+
+
+def feature_quality(features_real: np.ndarray, generated: np.ndarray, extractor, reference=None) -> dict:
+    """`image_quality` with the real side given as its ``extractor`` features ``(N, D)``: extracted once,
+    they score several generators, and the real images need not stay in memory."""
     if hasattr(extractor, "features_and_logits"):
         features_generated, logits = extractor.features_and_logits(generated)
     else:
         features_generated, logits = extractor(generated), None
-    features_real = extractor(real)
     precision, recall = precision_recall(features_real, features_generated)
     figures = {
         "fid": frechet_distance(features_real if reference is None else reference, features_generated),

@@ -658,13 +658,14 @@ class WGANGP(keras.Model):
                 raise ValueError(
                     f"Labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}."
                 )
-        chunks = []
+        samples = np.empty((n, *self.sample_shape), "float32")
         for i in range(0, n, batch_size):
             part = self._conditioned(
                 z[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
             )
-            chunks.append(ops.convert_to_numpy(ops.cast(generator(part, training=False), "float32")))
-        return np.concatenate(chunks, axis=0)
+            drawn = ops.cast(generator(part, training=False), "float32")
+            samples[i : i + batch_size] = ops.convert_to_numpy(drawn)
+        return samples
 
     # -- serialization ----------------------------------------------------------------------------
 

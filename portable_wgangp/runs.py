@@ -183,7 +183,7 @@ def train(request: TrainRequest) -> int:
 
     Raises `Stopped` when SIGTERM/SIGINT stopped the run (after its checkpoint was saved)."""
     import portable_wgangp as pw
-    from portable_wgangp import distribution, tasks
+    from portable_wgangp import backend, distribution, tasks
 
     if request.resume and request.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them.")
@@ -197,6 +197,7 @@ def train(request: TrainRequest) -> int:
     task = tasks.make_task(config)
     with pw.distribute(config.strategy):
         gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
+        backend.drop_compiled()  # what building compiled is not needed for training (host_memory)
         done = int(gan.generator_optimizer.iterations)
         best = _earlier_best(folder / "metrics.jsonl", task.score, done) if request.resume else {}
         if distribution.process_index() > 0:  # the others do what process 0 does (collectives), in scratch
@@ -284,6 +285,7 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
             callbacks=[
                 preemption,
                 *writers,
+                callbacks.ReleaseFreeMemory(),
                 *([] if quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
             ],
         )

@@ -146,15 +146,19 @@ class ImageTask:
         ``reference``: FID statistics of the real data to use instead of those real images'."""
         from portable_wgangp import metrics
 
-        extractor, real, seed = self.extractor, self.real_images(n), self.config.seed
+        extractor, seed = self.extractor, self.config.seed
+        real = extractor(self.real_images(n))  # features: the images need not stay in memory
         n = len(real)
         drawn = gan.sample(n, seed=seed, labels=self._labels(n), use_ema=use_ema)
-        figures = metrics.image_quality(real, drawn, extractor, reference)
-        if initial:
-            untrained = build_gan(self.config, self).sample(n, seed=seed, labels=self._labels(n))
-            figures["fid_initial"] = metrics.image_quality(real, untrained, extractor, reference)["fid"]
+        figures = metrics.feature_quality(real, drawn, extractor, reference)
         if self.num_classes is not None and hasattr(extractor, "classify"):
             figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
+        del drawn
+        if initial:
+            untrained = build_gan(self.config, self).sample(n, seed=seed, labels=self._labels(n))
+            figures["fid_initial"] = metrics.frechet_distance(
+                real if reference is None else reference, extractor(untrained)
+            )
         return figures
 
     def picture(self, gan, path, title: str) -> None:

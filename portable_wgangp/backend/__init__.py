@@ -14,6 +14,8 @@ Each module provides the same functions:
   its networks (torch runs the layers it knows by fused torch calls: `torch_layers`).
 - ``JOINT_SCORES``: whether the step scores real and fake samples in one critic call (fewer, larger
   operations) or in two; the same numbers either way, the faster on this backend.
+- ``drop_compiled()``: free what the frameworks keep compiled for operations already run (JAX: one
+  executable per eager operation; the others keep nothing worth freeing: `_nothing`).
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
   Keras's trainer of this backend calls (``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX).
 
@@ -40,9 +42,15 @@ else:
         "set KERAS_BACKEND to one of them before importing keras."
     )
 
+
+def _nothing() -> None:
+    """Nothing to free."""
+
+
 JOINT_SCORES = _module.JOINT_SCORES
 apply_gradients = _module.apply_gradients
 constant = _module.constant
+drop_compiled = getattr(_module, "drop_compiled", _nothing)
 forward = _module.forward
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
@@ -56,6 +64,7 @@ __all__ = [
     "JOINT_SCORES",
     "apply_gradients",
     "constant",
+    "drop_compiled",
     "forward",
     "global_mean",
     "input_gradient",
