@@ -8,6 +8,9 @@ test_distribution.py).
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -16,7 +19,7 @@ from test_input_validation import one_line_error
 from tiny_nets import image_mlps
 
 import portable_wgangp as pw
-from portable_wgangp import cli, data, sources
+from portable_wgangp import cli, data, files, host_memory, sources
 
 
 def write_folder(root, n_per_class=(10, 7), size=8, seed=0, classes=True):
@@ -291,3 +294,66 @@ def test_a_file_torn_after_the_start_stops_the_run_with_its_name_and_keeps_the_c
     )
     assert "Cannot read the image" in error and "0-009.png" in error
     assert int(keras.models.load_model(out / "checkpoint.keras").generator_optimizer.iterations) >= 2
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+
+PEAK_RSS_BOUND_MB = 1  # the whole process, training or resuming, whatever the data's size
+
+
+def peak_rss_mb(command: list[str]) -> float:
+    """The peak resident memory of ``command`` (which must exit 0), in MB: ``ru_maxrss`` of a watcher
+    process's only child."""
+    watcher = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", watcher, *command],
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def test_cli_trains_and_resumes_from_an_array_larger_than_its_memory_bound(tmp_path):
+    """30,000 64×64 RGB images as a uint8 .npy (369 MB; 1.47 GB as the float32 array an in-memory loader
+    would hold): training, then resuming, each stay under the 1.5 GB whole-process bound."""
+    images = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, (30_000, 64, 64, 3))
+    rng = np.random.default_rng(0)
+    for start in range(0, len(images), 5_000):
+        images[start : start + 5_000] = rng.integers(0, 256, (5_000, 64, 64, 3), dtype=np.uint8)
+    images.flush()
+    del images
+    out = tmp_path / "run"
+    train = [sys.executable, "-m", "portable_wgangp", "train", "--dataset", f"npy:{tmp_path / 'x.npy'}"]
+    train += ["--image-size", "64", "--base", "8", "--batch-size", "8", "--n-critic", "1", "--quiet"]
+    train += ["--lr-decay", "constant", "--checkpoint-every", "1", "--out", str(out)]
+    peaks = [peak_rss_mb([*train, "--steps", "2"]), peak_rss_mb([*train, "--steps", "3", "--resume"])]
+    assert [record["step"] for record in files.read_records(out / "metrics.jsonl")] == [1, 2, 3]
+    assert max(peaks) < PEAK_RSS_BOUND_MB, f"peak RSS of training and resuming: {peaks} MB"
+
+
+def test_the_cli_asks_xla_for_its_memory_saving_cpu_scheduler_unless_xla_flags_chose(monkeypatch):
+    name = host_memory.XLA_CPU_SCHEDULER.split("=")[0]
+    for backend, flags, expected in (
+        ("jax", None, host_memory.XLA_CPU_SCHEDULER),
+        (
+            "jax",
+            "--xla_force_host_platform_device_count=4",
+            f"--xla_force_host_platform_device_count=4 {host_memory.XLA_CPU_SCHEDULER}",
+        ),
+        ("jax", f"{name}=true", f"{name}=true"),
+        ("tensorflow", None, None),
+        ("torch", None, None),
+    ):
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+        if flags is None:
+            monkeypatch.delenv("XLA_FLAGS", raising=False)
+        else:
+            monkeypatch.setenv("XLA_FLAGS", flags)
+        host_memory.configure_process()
+        assert os.environ.get("XLA_FLAGS") == expected, backend
