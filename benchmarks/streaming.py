@@ -1,13 +1,15 @@
 """Streaming input: how long the DCGAN step waits for a folder of PNGs, and the memory of a 50,000-image run.
 
     python benchmarks/streaming.py wait   --json out.json [--backends ...] [--sizes 32 64] [--steps 6]
+                                          [--workers 0 2] [--dtype-policy float32]
     python benchmarks/streaming.py memory --json out.json [--backends ...] [--images 50000]
 
 ``wait``: per backend (each in its own process) and image size, the CLI's DCGAN (batch 64, n_critic 5)
-trains from the same images three ways — decoded once into memory, streamed from the PNG folder by the
-step itself (``--workers 0``), and streamed by 2 reader threads (``--workers 2``) — and the median
-seconds per generator step after a warm-up are compared. ``loader_wait_ms`` = streamed − in memory: the
-time the step waits for its data plus what the decoding takes from the step on shared cores.
+trains from the same images decoded once into memory and streamed from the PNG folder with each of
+``--workers`` reader-thread counts (0: the step decodes its own rounds), and the median seconds per
+generator step after a warm-up are compared. ``loader_wait_ms`` = streamed − in memory: the time the step
+waits for its data plus what the decoding takes from the step on shared cores. Rows name the device and
+the accelerator's peak memory (``device_peak_mb``; none on the CPU).
 
 ``memory``: a folder of ``--images`` 64×64 PNGs (made in a temporary folder, deleted afterwards) trained by
 ``portable-wgangp train --dataset images:DIR --image-size 64`` for a few steps and then resumed, each in a
@@ -60,12 +62,13 @@ def time_steps(gan, rounds, steps: int) -> float:
     return statistics.median(np.diff(ends[1:]))
 
 
-def wait_rows(sizes, steps: int) -> list[dict]:
+def wait_rows(sizes, steps: int, worker_counts, dtype_policy: str) -> list[dict]:
     import keras
 
     from portable_wgangp import data, sources, tasks
     from portable_wgangp.config import resolve
 
+    keras.config.set_dtype_policy(dtype_policy)
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as folder:
@@ -76,22 +79,64 @@ def wait_rows(sizes, steps: int) -> list[dict]:
             task = tasks.ImageTask(config)
             in_memory = sources.ArraySource(sources.read_all(task.source))
             row = {"backend": keras.backend.backend(), "model": "dcgan", "image_size": size, "images": count}
+            row |= {"dtype_policy": dtype_policy, "device": _device_name()}
             for name, source, workers in (
                 ("memory_ms", in_memory, 0),
-                ("streamed_ms", task.source, 0),
-                ("streamed_workers_ms", task.source, 2),
+                *((f"streamed_workers{w}_ms", task.source, w) for w in worker_counts),
             ):
                 gan = tasks.build_gan(config, task)
                 rounds = data.StreamRounds(source, BATCH, N_CRITIC, steps=steps + 2, seed=0, workers=workers)
                 row[name] = 1000 * time_steps(gan, rounds, steps)
+                if name == "memory_ms":
+                    row["device_peak_mb"] = _device_peak_mb()
             row["decode_ms_per_round"] = 1000 * min(_decode_seconds(task.source) for _ in range(3))
-            for workers, key in ((0, "streamed_ms"), (2, "streamed_workers_ms")):
-                wait = row[key] - row["memory_ms"]
+            for workers in worker_counts:
+                wait = row[f"streamed_workers{workers}_ms"] - row["memory_ms"]
                 row[f"loader_wait_ms_workers{workers}"] = wait
                 row[f"wait_fraction_workers{workers}"] = wait / row["memory_ms"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
+
+
+def _device_name() -> str:
+    """The accelerator the step runs on ("cpu" without one)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else device.device_kind
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+
+
+def _device_peak_mb() -> float | None:
+    """The accelerator's peak allocated memory so far, MB (None on the CPU)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        peak = tf.config.experimental.get_memory_info(gpus[0].name)["peak"] if gpus else None
+    return None if peak is None else peak / 2**20
 
 
 def _decode_seconds(source) -> float:
@@ -153,11 +198,16 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 64], help="wait: image sizes")
     parser.add_argument("--steps", type=int, default=6, help="wait: timed steps per configuration")
+    parser.add_argument(
+        "--workers", nargs="+", type=int, default=[0, 2], help="wait: reader threads of the streamed runs"
+    )
+    parser.add_argument("--dtype-policy", default="float32", help="wait: Keras dtype policy of the step")
     parser.add_argument("--images", type=int, default=50_000, help="memory: images in the folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        pathlib.Path(args.json).write_text(json.dumps(wait_rows(args.sizes, args.steps)))
+        rows = wait_rows(args.sizes, args.steps, args.workers, args.dtype_policy)
+        pathlib.Path(args.json).write_text(json.dumps(rows))
         return
     if args.what == "memory":
         rows = memory_rows(args.backends, args.images)
@@ -175,7 +225,8 @@ def main() -> None:
                     "--steps",
                     str(args.steps),
                 ]
-                command += ["--sizes", *map(str, args.sizes)]
+                command += ["--sizes", *map(str, args.sizes), "--workers", *map(str, args.workers)]
+                command += ["--dtype-policy", args.dtype_policy]
                 subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend}, check=True)
                 rows += json.loads(pathlib.Path(out.name).read_text())
     pathlib.Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

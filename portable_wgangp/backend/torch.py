@@ -108,7 +108,9 @@ def apply_gradients(optimizer, grads, variables) -> None:
     with torch.no_grad():
         torch._fused_adam_(
             weights,
-            [g.to(w.dtype) for g, w in zip(grads, weights)],
+            # laid out as their weights, which the CUDA kernel requires (a conv kernel's gradient comes
+            # back permuted: Keras stores the kernel as (h, w, in, out), torch convolves with (out, in, h, w))
+            [g.to(w.dtype).contiguous() for g, w in zip(grads, weights)],
             [optimizer._momentums[i].value for i in slots],
             [optimizer._velocities[i].value for i in slots],
             [],
