@@ -357,3 +357,23 @@ def test_the_cli_asks_xla_for_its_memory_saving_cpu_scheduler_unless_xla_flags_c
             monkeypatch.setenv("XLA_FLAGS", flags)
         host_memory.configure_process()
         assert os.environ.get("XLA_FLAGS") == expected, backend
+
+
+def test_the_cli_sets_the_heap_but_keeps_what_the_operator_set(monkeypatch):
+    calls = []
+
+    class RecordingLibc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+
+    monkeypatch.setattr(host_memory, "_LIBC", RecordingLibc())
+    for _, _, variable, _ in host_memory._HEAP_SETTINGS:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    host_memory.configure_process()
+    assert calls == [(-8, 2), (-3, 1 << 20), (-1, 8 << 20)]  # M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    calls.clear()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    host_memory.configure_process()
+    assert calls == [(-3, 1 << 20)]

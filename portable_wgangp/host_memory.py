@@ -18,7 +18,12 @@ MMAP_THRESHOLD = 1 << 20  # bytes: larger blocks get their own pages, returned t
 TRIM_THRESHOLD = 8 << 20  # bytes: free memory at the heap's top beyond this goes back at once
 XLA_CPU_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt's parameters (malloc.h)
+# mallopt's parameter (malloc.h), our value, and the environment variable and tunable that set it instead
+_HEAP_SETTINGS = (
+    (-8, ARENAS, "MALLOC_ARENA_MAX", "glibc.malloc.arena_max"),
+    (-3, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
+    (-1, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
+)
 
 
 def _glibc():
@@ -36,12 +41,13 @@ _LIBC = _glibc()
 
 
 def configure_process() -> None:
-    """Before the frameworks start: the heap settings above, and (JAX backend, unless ``XLA_FLAGS`` already
-    sets it) XLA's memory-saving CPU scheduler. For the CLI's process; an API user may call it first thing."""
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_ARENA_MAX, ARENAS)
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        _LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    """Before the frameworks start: the heap settings above (each unless the operator set it, by its
+    ``MALLOC_*`` variable or ``GLIBC_TUNABLES``), and (JAX backend, unless ``XLA_FLAGS`` names it) XLA's
+    memory-saving CPU scheduler. The CLI calls it; an API user may call it before the first operation."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for parameter, value, variable, tunable in _HEAP_SETTINGS if _LIBC is not None else ():
+        if variable not in os.environ and tunable not in tunables:
+            _LIBC.mallopt(parameter, value)
     flags = os.environ.get("XLA_FLAGS", "")
     name = XLA_CPU_SCHEDULER.split("=")[0]
     if os.environ.get("KERAS_BACKEND") == "jax" and name not in flags:
