@@ -184,7 +184,8 @@ def make_keras_io_step(spec):
 def make_torch_step(spec):
     import torch
 
-    generator, critic = spec.torch_networks()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras's torch backend puts ours
+    generator, critic = (network.to(device) for network in spec.torch_networks())
     g_opt = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA_1, BETA_2), eps=EPS)
     c_opt = torch.optim.Adam(critic.parameters(), lr=LR, betas=(BETA_1, BETA_2), eps=EPS)
 
@@ -193,8 +194,8 @@ def make_torch_step(spec):
         for k in range(rounds.shape[1]):
             real = rounds[:, k]
             with torch.no_grad():
-                fake = generator(torch.randn(batch, spec.latent_dim))
-            eps = torch.rand(batch).view(-1, *[1] * (real.dim() - 1))
+                fake = generator(torch.randn(batch, spec.latent_dim, device=device))
+            eps = torch.rand(batch, device=device).view(-1, *[1] * (real.dim() - 1))
             x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
             (g,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
             norms = torch.sqrt(g.flatten(1).pow(2).sum(1) + 1e-12)
@@ -202,14 +203,14 @@ def make_torch_step(spec):
             c_opt.zero_grad(set_to_none=True)
             loss.backward()
             c_opt.step()
-        loss = -critic(generator(torch.randn(batch, spec.latent_dim))).mean()
+        loss = -critic(generator(torch.randn(batch, spec.latent_dim, device=device))).mean()
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
         g_opt.step()
 
     def feed(rounds):
         # torch (channels first) gets NCHW images
-        tensor = torch.from_numpy(np.ascontiguousarray(rounds))
+        tensor = torch.from_numpy(np.ascontiguousarray(rounds)).to(device)
         return tensor.permute(0, 1, 4, 2, 3).contiguous() if tensor.dim() == 5 else tensor
 
     return run, feed

@@ -77,7 +77,13 @@ def main() -> None:
             env = {
                 **os.environ,
                 "KERAS_BACKEND": backend,
-                "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+                "PYTHONPATH": os.pathsep.join(
+                    [
+                        str(HERE),
+                        str(HERE.parent),
+                        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+                    ]
+                ),
             }
             subprocess.run(command, env=env, check=True)
             rows += json.loads(out.read_text())
