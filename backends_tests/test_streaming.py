@@ -298,7 +298,7 @@ def test_a_file_torn_after_the_start_stops_the_run_with_its_name_and_keeps_the_c
 
 # -- memory ------------------------------------------------------------------------------------------------
 
-PEAK_RSS_BOUND_MB = 1  # the whole process, training or resuming, whatever the data's size
+PEAK_RSS_BOUND_MB = 1500  # the whole process, training or resuming, whatever the data's size
 
 
 def peak_rss_mb(command: list[str]) -> float:
