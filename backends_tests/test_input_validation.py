@@ -284,3 +284,58 @@ def test_sixteen_bit_arrays_train_from_the_cli(tmp_path, capfd):
     flags = ["--steps", "2", "--base", "4", "--batch-size", "8", "--n-critic", "1", "--quiet"]
     assert cli.main(["train", "--dataset", spec, "--conditional", "--out", str(tmp_path / "o"), *flags]) == 0
     assert json.loads((tmp_path / "o" / "config.json").read_text())["conditional"] is True
+
+
+# What the frameworks raise when an allocation fails (torch's arrives inside Keras's RuntimeError about
+# the layer, with terminal colours).
+OUT_OF_MEMORY = {
+    "python": MemoryError(),
+    "torch": RuntimeError(
+        "Exception encountered when calling Conv2D.call().\n\n\x1b[1m[enforce fail at alloc_cpu.cpp:127] "
+        "err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 41943040 bytes.\x1b[0m"
+    ),
+    "xla": RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 366787904 bytes."),
+    "tensorflow": RuntimeError("OOM when allocating tensor with shape[64,32,32,64] and type float"),
+}
+
+
+@pytest.mark.parametrize("framework", list(OUT_OF_MEMORY))
+def test_running_out_of_memory_says_so_in_one_line_and_the_run_resumes(
+    tmp_path, capfd, monkeypatch, framework
+):
+    """Memory runs out after the last checkpoint (in the end-of-run figures): one line naming the
+    allocation and the fix, the checkpoint kept, and `--resume` finishes the run."""
+    from portable_wgangp import tasks
+
+    def exhausted(*args, **kwargs):
+        raise OUT_OF_MEMORY[framework]
+
+    out = str(tmp_path / "run")
+    flags = [
+        "train",
+        "--steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--out",
+        out,
+    ]
+    monkeypatch.setattr(tasks.ToyTask, "quality", exhausted)
+    line = one_line_error(capfd, *flags)
+    assert line.startswith("portable-wgangp: error: out of memory (")
+    assert "lower --batch-size or --image-size" in line and "--resume" in line
+    assert {
+        "python": "MemoryError",
+        "torch": "DefaultCPUAllocator: can't allocate memory: you tried",
+        "xla": "RESOURCE_EXHAUSTED",
+        "tensorflow": "OOM when allocating",
+    }[framework] in line
+    assert "\x1b" not in line
+    if framework != "python":
+        return
+    monkeypatch.undo()
+    assert cli.main([*flags, "--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "quality.json").read_text())["n_modes"] == 8

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -321,8 +322,50 @@ def main(argv=None) -> int:
         except Exception as error:
             message = str(error) if isinstance(error, (UserError, ValueError, OSError)) else ""
             message = message or f"{type(error).__name__}: {error}"
+            if _out_of_memory(error):
+                message = (
+                    f"out of memory ({_memory_detail(error)}); lower --batch-size or --image-size, or give "
+                    "the process more memory, then continue a run with --resume (its last checkpoint is "
+                    "kept) or start it again with --overwrite."
+                )
             stderr.show_only(f"portable-wgangp: error: {message.splitlines()[0]}")
             return EXIT_USAGE
+
+
+# What each framework says when an allocation fails (its exception types differ, and Keras re-raises
+# torch's inside a RuntimeError about the layer): Python, torch (CPU, CUDA), XLA, TensorFlow, protobuf.
+_OUT_OF_MEMORY = (
+    "can't allocate memory",
+    "out of memory",
+    "resource_exhausted",
+    "oom when allocating",
+    "arena alloc failed",
+)
+
+
+def _chain(error: BaseException):
+    """``error`` and the exceptions it was raised from or during."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return any(
+        isinstance(e, MemoryError) or any(marker in str(e).lower() for marker in _OUT_OF_MEMORY)
+        for e in _chain(error)
+    )
+
+
+def _memory_detail(error: BaseException) -> str:
+    """The line of ``error``'s chain that names the failed allocation (else its type)."""
+    for e in _chain(error):
+        for line in str(e).splitlines():
+            if any(marker in line.lower() for marker in _OUT_OF_MEMORY):
+                return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()[:200]  # without terminal colours
+    return type(error).__name__
 
 
 class _HeldStderr:
