@@ -17,7 +17,7 @@ import re
 import sys
 import tempfile
 
-from portable_wgangp import _startup, host_memory
+from portable_wgangp import host_memory
 from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, UserError, flag
 from portable_wgangp.runs import Stopped
 
@@ -306,8 +306,7 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status. Unless ``--debug``, what the frameworks print on stderr
     is held back and shown only when the command succeeds, so a failure prints exactly one line."""
     args = build_parser().parse_args(argv)
-    _startup.select_default_backend()
-    host_memory.configure_process()
+    host_memory.configure_process()  # KERAS_BACKEND is chosen: importing portable_wgangp did it
     if args.debug:
         return COMMANDS[args.command](args)
     with _held_stderr() as stderr:
@@ -322,9 +321,10 @@ def main(argv=None) -> int:
         except Exception as error:
             message = str(error) if isinstance(error, (UserError, ValueError, OSError)) else ""
             message = message or f"{type(error).__name__}: {error}"
-            if _out_of_memory(error):
+            failed_allocation = _failed_allocation(error)
+            if failed_allocation:
                 message = (
-                    f"out of memory ({_memory_detail(error)}); lower --batch-size or --image-size, or give "
+                    f"out of memory ({failed_allocation}); lower --batch-size or --image-size, or give "
                     "the process more memory, then continue a run with --resume (its last checkpoint is "
                     "kept) or start it again with --overwrite."
                 )
@@ -352,20 +352,17 @@ def _chain(error: BaseException):
         error = error.__cause__ or error.__context__
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    return any(
-        isinstance(e, MemoryError) or any(marker in str(e).lower() for marker in _OUT_OF_MEMORY)
-        for e in _chain(error)
-    )
-
-
-def _memory_detail(error: BaseException) -> str:
-    """The line of ``error``'s chain that names the failed allocation (else its type)."""
+def _failed_allocation(error: BaseException) -> str | None:
+    """When ``error`` or one it was raised from says an allocation failed: the line that says so
+    (without terminal colours), or ``MemoryError``; else None."""
+    memory_error = None
     for e in _chain(error):
         for line in str(e).splitlines():
             if any(marker in line.lower() for marker in _OUT_OF_MEMORY):
-                return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()[:200]  # without terminal colours
-    return type(error).__name__
+                return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()[:200]
+        if isinstance(e, MemoryError):
+            memory_error = type(e).__name__
+    return memory_error
 
 
 class _HeldStderr:
