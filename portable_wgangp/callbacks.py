@@ -30,6 +30,65 @@ class EpochOrder(keras.callbacks.Callback):
             self.dataset.set_epoch(epoch)
 
 
+class StepByStep(keras.callbacks.Callback):
+    """Hands ``callbacks`` every generator step's logs, one step at a time, also when one call of the
+    compiled step ran N steps (`WGANGP.compile(steps_per_execution=N)`); what `WGANGP.fit` does with the
+    callbacks it is given.
+
+    Keras calls callbacks once per call of the compiled step. This one takes the call's per-step logs,
+    already read to the host in one transfer (`WGANGP.step_logs`), and calls ``on_train_batch_end`` of each
+    callback once per step, ``batch`` counting steps within the epoch. At the last step of a call, the
+    only step whose weights the model holds, a callback with an ``on_execution_end(batch, logs)`` method
+    gets that call instead: checkpoints, evaluations and signal handling act there. Other hooks are passed
+    on as Keras calls them.
+    """
+
+    def __init__(self, callbacks):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self._batch = 0
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        for callback in self.callbacks:
+            callback.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        for callback in self.callbacks:
+            callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batch = 0
+        for callback in self.callbacks:
+            callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        for callback in self.callbacks:
+            callback.on_train_batch_begin(self._batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = getattr(self._model, "step_logs", None) or [dict(logs or {})]
+        for j, step_logs in enumerate(steps):
+            last = j == len(steps) - 1
+            for callback in self.callbacks:
+                end = getattr(callback, "on_execution_end", None) if last else None
+                (end or callback.on_train_batch_end)(self._batch, step_logs)
+            self._batch += 1
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training with `FloatingPointError` at the first step that logs a non-finite value.
 
@@ -55,10 +114,11 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class MetricsLog(keras.callbacks.Callback):
-    """Appends one JSON object per training step to ``path`` (JSON lines), one whole line per write.
+    """Appends one JSON object per training step to ``path`` (JSON lines), whole lines per write.
 
-    Each line holds ``step`` (generator steps, from 1) and every logged value, so a crash loses nothing
-    that was logged; a failed write (a full disk) never leaves a torn line (see `files.append_line`).
+    Each line holds ``step`` (generator steps, from 1) and every logged value. The lines of one call of
+    the compiled step are written together at its end (`StepByStep`), so a crash loses nothing that a
+    checkpoint holds; a failed write (a full disk) never leaves a torn line (see `files.append_line`).
     """
 
     def __init__(self, path, first_step: int = 0):
@@ -70,11 +130,18 @@ class MetricsLog(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         record = {"step": self.step, **{name: float(value) for name, value in (logs or {}).items()}}
-        files.append_line(self._fd, json.dumps(record), self.path)
+        self._lines.append(json.dumps(record))
+
+    def on_execution_end(self, batch, logs=None):
+        """The lines of a call's steps go out in one write (`StepByStep`)."""
+        self.on_train_batch_end(batch, logs)
+        files.append_line(self._fd, "\n".join(self._lines), self.path)
+        self._lines = []
 
     def on_train_end(self, logs=None):
         if self._fd is not None:
@@ -176,32 +243,56 @@ def save_checkpoint(model: keras.Model, path) -> None:
 
 
 class ReleaseFreeMemory(keras.callbacks.Callback):
-    """Hands the heap's free memory back to the system after every step and at the end of training
-    (`host_memory`)."""
+    """Hands the heap's free memory back to the system after every call of the compiled step and at the
+    end of training (`host_memory`)."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_execution_end(self, batch, logs=None):
         host_memory.release_free_memory()
 
     def on_train_end(self, logs=None):
         host_memory.release_free_memory()
 
 
-class Every(keras.callbacks.Callback):
-    """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say).
+class AtExecutionEnd(keras.callbacks.Callback):
+    """A callback that acts on the model every ``every`` generator steps: at the end of the call of the
+    compiled step that reaches a multiple of ``every`` (`StepByStep`), the step the model then holds.
 
-    Touches the model only then, so JAX's training state is synced only then.
+    With ``steps_per_execution`` N dividing ``every``, that is every ``every`` steps exactly; otherwise at
+    the first call's end at or after each multiple. Subclasses implement ``act(logs)``; ``step`` is the
+    generator step (from ``first_step``, a resumed run's). Touches the model only then, so JAX's training
+    state is synced only then.
     """
 
-    def __init__(self, every: int, action, first_step: int = 0):
+    def __init__(self, every: int, first_step: int = 0):
         super().__init__()
         self.every = every
-        self.action = action
         self.step = first_step
+        self._due = False
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.every and self.step % self.every == 0:
-            self.action(self.model, self.step)
+        self._due = self._due or bool(self.every and self.step % self.every == 0)
+
+    def on_execution_end(self, batch, logs=None):
+        self.on_train_batch_end(batch, logs)
+        if self._due:
+            self._due = False
+            self.act(logs)
+
+    def act(self, logs) -> None:
+        raise NotImplementedError
+
+
+class Every(AtExecutionEnd):
+    """Calls ``action(model, step)`` every ``every`` generator steps (pictures during training, say); see
+    `AtExecutionEnd` for where the steps of a call of several end."""
+
+    def __init__(self, every: int, action, first_step: int = 0):
+        super().__init__(every, first_step)
+        self.action = action
+
+    def act(self, logs) -> None:
+        self.action(self.model, self.step)
 
 
 class Checkpoint(Every):
@@ -217,10 +308,11 @@ class Checkpoint(Every):
         self.path = path
 
 
-class Evaluation(keras.callbacks.Callback):
-    """Every ``every`` generator steps: the quality figures ``measure(model) -> dict`` of the model, added to
-    that step's logs as ``eval_NAME`` (so `MetricsLog` and `TensorBoardLog`, placed after it, record them),
-    and the model saved to ``best_path`` whenever figure ``score`` is the lowest so far.
+class Evaluation(AtExecutionEnd):
+    """Every ``every`` generator steps (`AtExecutionEnd`): the quality figures ``measure(model) -> dict`` of
+    the model, added to that step's logs as ``eval_NAME`` (so `MetricsLog` and `TensorBoardLog`, placed
+    after it, record them), and the model saved to ``best_path`` whenever figure ``score`` is the lowest so
+    far.
 
     ``best`` and ``best_step`` hold the best score and its step (None before the first evaluation; a
     resumed run passes those of its earlier evaluations).
@@ -229,19 +321,14 @@ class Evaluation(keras.callbacks.Callback):
     def __init__(
         self, every: int, measure, score: str, best_path, first_step: int = 0, best=None, best_step=None
     ):
-        super().__init__()
-        self.every = every
+        super().__init__(every, first_step)
         self.measure = measure
         self.score = score
         self.best_path = best_path
-        self.step = first_step
         self.best: float | None = best
         self.best_step: int | None = best_step
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if not self.every or self.step % self.every:
-            return
+    def act(self, logs) -> None:
         figures = self.measure(self.model)
         numbers = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}
         if logs is not None:
@@ -334,6 +421,10 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         self._pending = number
 
     def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+
+    def on_execution_end(self, batch, logs=None):
+        """Signals are acted on where a call of the compiled step ends (`StepByStep`)."""
         from portable_wgangp import distribution
 
         self.step += 1

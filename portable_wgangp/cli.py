@@ -26,6 +26,16 @@ STATS_CHUNK = 1000  # images read and passed through the extractor at a time by 
 EXIT_INTERRUPTED = 130
 
 
+# What a flag does, where its name does not say it all.
+FLAG_HELP = {
+    "checkpoint_every": "save OUT/checkpoint.keras every N generator steps; with --steps-per-execution M, at "
+    "the end of the call that reaches each multiple of N (exactly every N when M divides N)",
+    "steps_per_execution": "generator steps per call of the compiled step; every step is still logged. "
+    "Raise it (8-32) on TPUs and for small networks, where the host's cost per call rivals the step's "
+    "maths; checkpoints, --eval-every and signals act at the end of a call",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors as one line on stderr (exit status 2), like every other error."""
 
@@ -49,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                 option, action=argparse.BooleanOptionalAction, default=None, help="(default off)"
             )
         else:
-            train.add_argument(option, type=_PARSERS[kind], default=None, help=f"(default {default})")
+            text = f"{FLAG_HELP[name]} " if name in FLAG_HELP else ""
+            train.add_argument(option, type=_PARSERS[kind], default=None, help=f"{text}(default {default})")
     train.add_argument("--preset", choices=sorted(PRESETS), help="paper: gan_toy.py's exact setting")
     train.add_argument("--config", help="a TOML file of the flags above (flags override it)")
     train.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "auto"
     checkpoint_every: int = 1000
+    steps_per_execution: int = 1  # generator steps per call of the compiled step (TPUs, small networks)
     conditional: bool = False
     base: int = 32
     image_size: int = 32
@@ -62,7 +63,15 @@ class TrainConfig:
 FIELDS = {f.name: f.type.split(" | ")[0] for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run may change: they alter neither the maths nor the data of the steps to come
 # (the global batch is the same whatever the strategy's replica count).
-RESUMABLE = ("steps", "checkpoint_every", "strategy", "eval_every", "extractor", "workers")
+RESUMABLE = (
+    "steps",
+    "checkpoint_every",
+    "steps_per_execution",
+    "strategy",
+    "eval_every",
+    "extractor",
+    "workers",
+)
 # Image data (digits, npz:, npy:, images:): DCGAN nets, the paper's λ 10 and n_critic 5.
 IMAGE_DEFAULTS = {
     "model": "dcgan",
@@ -110,6 +119,7 @@ MINIMA = {
     "depth": 1,
     "seed": 0,
     "checkpoint_every": 1,
+    "steps_per_execution": 1,
     "eval_every": 0,
     "base": 1,
     "image_size": 8,

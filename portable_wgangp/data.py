@@ -372,6 +372,86 @@ def critic_rounds(
     return group_minibatches(x, n_critic, num_replicas, shard), steps
 
 
+def executions(rounds, steps_per_execution: int, steps_per_epoch: int | None, padded: bool):
+    """``(executions, executions_per_epoch)``: ``rounds`` grouped ``steps_per_execution`` (N) at a time, what
+    one call of the compiled step trains on (`WGANGP.compile(steps_per_execution=N)`).
+
+    An execution stacks N consecutive rounds along the round axis, ``(batch, N·n_critic, ...)``, so the
+    batch axis stays first for the strategies to shard and step j reads updates ``j·n_critic …``. Each
+    epoch of ``steps_per_epoch`` rounds (default: the dataset's length) ends with a short execution when N
+    does not divide it. With ``padded`` (a compiled step of one input shape: `backend.FIXED_SHAPES`) that
+    execution is filled up with copies of its last round, and every execution comes as
+    ``({"rounds": x, "active": a}, *labels)`` with ``a`` of shape ``(batch, N)``: 1 for the steps to train,
+    0 for the padding. A sample source's rounds (a `keras.utils.PyDataset`) stay one; their reader threads
+    now read executions ahead.
+    """
+    grouping = _Grouping(steps_per_execution, padded)
+    if isinstance(rounds, keras.utils.PyDataset):
+        length = len(rounds) if steps_per_epoch is None else steps_per_epoch
+        if length > len(rounds):
+            raise ValueError(
+                f"steps_per_epoch {length} exceeds the {len(rounds)} steps an epoch of this data holds; pass "
+                f"steps_per_epoch <= {len(rounds)}, or more epochs."
+            )
+        return ExecutionRounds(rounds, grouping, length), None
+    if steps_per_epoch is None:
+        return map(grouping.stack, _chunked(iter(rounds), steps_per_execution)), None
+    return _epoch_executions(iter(rounds), grouping, steps_per_epoch), -(-steps_per_epoch // steps_per_execution)
+
+
+class _Grouping(NamedTuple):
+    """How rounds become one execution (see `executions`)."""
+
+    steps: int
+    padded: bool
+
+    def stack(self, group: list[tuple]) -> tuple:
+        """One execution of the rounds in ``group`` (1 ≤ len ≤ steps), padded if ``padded``."""
+        count = len(group)
+        if self.padded:
+            group = group + [group[-1]] * (self.steps - count)
+        arrays = tuple(np.concatenate([r[i] for r in group], axis=1) for i in range(len(group[0])))
+        if not self.padded:
+            return arrays
+        active = np.zeros((len(arrays[0]), self.steps), "float32")
+        active[:, :count] = 1.0
+        return ({"rounds": arrays[0], "active": active}, *arrays[1:])
+
+
+def _chunked(iterator: Iterator, size: int) -> Iterator[list]:
+    """Lists of ``size`` consecutive items of ``iterator`` (the last may be shorter)."""
+    while group := list(itertools.islice(iterator, size)):
+        yield group
+
+
+def _epoch_executions(iterator: Iterator, grouping: _Grouping, steps_per_epoch: int) -> Iterator[tuple]:
+    """Executions of ``iterator``'s rounds, epoch after epoch of ``steps_per_epoch`` rounds each."""
+    while True:
+        epoch = itertools.islice(iterator, steps_per_epoch)
+        yield from map(grouping.stack, _chunked(epoch, grouping.steps))
+
+
+class ExecutionRounds(keras.utils.PyDataset):
+    """The executions of a `keras.utils.PyDataset` of rounds, ``length`` rounds an epoch (see `executions`);
+    read ahead by the rounds' own threads, one execution per read."""
+
+    def __init__(self, rounds: keras.utils.PyDataset, grouping: _Grouping, length: int):
+        super().__init__(workers=rounds.workers, max_queue_size=rounds.max_queue_size)
+        self.rounds, self.grouping, self.length = rounds, grouping, length
+
+    def __len__(self) -> int:
+        return -(-self.length // self.grouping.steps)
+
+    def __getitem__(self, index: int) -> tuple:
+        first = index * self.grouping.steps
+        return self.grouping.stack(
+            [self.rounds[i] for i in range(first, min(first + self.grouping.steps, self.length))]
+        )
+
+    def on_epoch_end(self) -> None:
+        self.rounds.on_epoch_end()
+
+
 # -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------
 
 TOY_DATASETS = ("gaussians8", "gaussians25", "swissroll")

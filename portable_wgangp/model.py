@@ -17,7 +17,7 @@ from keras import ops
 
 from portable_wgangp import augment as augmentation
 from portable_wgangp import backend, data, distribution
-from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard
+from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard, StepByStep
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_norms, penalty_from_norms, uniform_epsilon
 
@@ -227,6 +227,9 @@ class WGANGP(keras.Model):
         self.generator_optimizer = None
         self.critic_optimizer = None
         self._critic_index = 0  # the position in the round of the critic update being built
+        self.execution_steps = 1  # generator steps per compiled call (`compile`'s steps_per_execution)
+        self.log_names: list[str] = []  # the names of the logged values, in the order the step packs them
+        self.step_logs: list[dict] = []  # the last call's logs, one dict per generator step (`host_logs`)
         self._build_networks()
         if self.augment and len(self.sample_shape) != 3:
             raise ValueError(
@@ -318,9 +321,16 @@ class WGANGP(keras.Model):
         logits = ops.cast(backend.forward(self.critic, samples, training=True)[1], "float32")
         return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
-    def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs) -> None:
+    def compile(
+        self, generator_optimizer=None, critic_optimizer=None, steps_per_execution: int = 1, **kwargs
+    ) -> None:
         """Set both optimizers (None → Adam(1e-4, β₁ = 0, β₂ = 0.9)); other arguments go to Keras.
 
+        ``steps_per_execution`` (N): generator steps per call of the compiled step, on every backend. The
+        weights are those of N single steps, and every step's logs still reach the callbacks one step at a
+        time (`callbacks.StepByStep`), read from the device once per call. Callbacks that act on the model
+        (checkpoints, evaluations, signals) act at the end of a call. Larger N pays where the host's cost
+        per call is large next to the step's maths: TPUs, small networks, a slow host.
         No loss or metrics are compiled: the step computes and logs its own.
         """
         for name in ("optimizer", "loss", "metrics"):
@@ -328,7 +338,9 @@ class WGANGP(keras.Model):
                 raise ValueError(
                     f"WGANGP.compile() takes no {name!r}; pass generator_optimizer= and critic_optimizer=."
                 )
-        super().compile(optimizer=None, **kwargs)
+        # Keras runs one call per step; the N steps of a call are this model's own loop (`train_execution`).
+        self.execution_steps = _check_positive_int("steps_per_execution", steps_per_execution)
+        super().compile(optimizer=None, steps_per_execution=1, **kwargs)
         self.generator_optimizer = keras.optimizers.get(generator_optimizer) or default_optimizer()
         self.critic_optimizer = keras.optimizers.get(critic_optimizer) or default_optimizer()
         if self.generator_optimizer is self.critic_optimizer:
@@ -391,11 +403,16 @@ class WGANGP(keras.Model):
         backend.synchronize(self.variables + self.optimizer.variables)
         if distribution.process_index() > 0:  # one progress bar per run, not one per process
             kwargs["verbose"] = 0
-        if kwargs.get("steps_per_epoch") is None:
-            kwargs["steps_per_epoch"] = steps
-        kwargs["callbacks"] = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
+        steps = kwargs.get("steps_per_epoch") or steps
+        stepwise = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
         if isinstance(rounds, data.EpochRounds):
-            kwargs["callbacks"].append(EpochOrder(rounds))
+            stepwise.append(EpochOrder(rounds))
+        # Keras's own History and progress bar see each call's last step; the others see every step.
+        kept = [c for c in stepwise if isinstance(c, (keras.callbacks.History, keras.callbacks.ProgbarLogger))]
+        kwargs["callbacks"] = [StepByStep([c for c in stepwise if c not in kept]), *kept]
+        if self.execution_steps > 1:
+            rounds, steps = data.executions(rounds, self.execution_steps, steps, padded=backend.FIXED_SHAPES)
+        kwargs["steps_per_epoch"] = steps
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
     def _check_array_data(self, x: np.ndarray, y) -> None:
@@ -451,14 +468,24 @@ class WGANGP(keras.Model):
 
     def train_step(self, *args):
         """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
-        return backend.train_step(self, self.train_round, *args)
+        return backend.train_step(self, self.train_execution, *args)
 
-    def train_round(self, data) -> dict:
-        """``n_critic`` critic updates, then one generator update; returns the step's logs.
+    def make_train_function(self, force: bool = False):
+        """Keras's compiled step, its logs read to the host once per call (`host_logs`)."""
+        made = super().make_train_function(force)
+        if not getattr(self.train_function, "reads_logs_once", False):
+            self.train_function = backend.with_host_logs(self.train_function, self.host_logs)
+            self.train_function.reads_logs_once = True
+        return made if made is None else self.train_function
 
-        ``data``: real samples of shape ``(batch, n_critic, *sample_shape)`` (alone or as Keras's
-        ``(x,)`` tuple). Logged values are global-batch means: those of the last critic update and of
-        the generator update.
+    def train_execution(self, data) -> dict:
+        """The generator steps of one call: rounds of ``n_critic`` critic updates and one generator update.
+
+        ``data``: real samples of shape ``(batch, m·n_critic, *sample_shape)`` for m steps (alone or as
+        Keras's ``(x,)`` or ``(x, labels)`` tuple; labels ``(batch, m·n_critic)``); step j trains on
+        updates ``j·n_critic …``. A padded execution (`data.executions`) comes as ``{"rounds": x, "active":
+        a}``: step j changes nothing where ``a[:, j]`` is 0. Returns ``{"steps": (m, K + 1)}``: per step, the
+        K logged values named by ``log_names`` (global-batch means) and the ``active`` flag.
         """
         rounds, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         if (labels is None) != (self.num_classes is None):
@@ -466,6 +493,51 @@ class WGANGP(keras.Model):
                 "A conditional WGANGP (num_classes set) trains on (samples, labels) and an unconditional one "
                 "on samples alone; pass y= (or pairs) exactly when num_classes is set."
             )
+        active = None
+        if isinstance(rounds, dict):
+            rounds, active = rounds["rounds"], rounds["active"]
+        steps = self.execution_steps if rounds.shape[1] is None else rounds.shape[1] // self.n_critic
+        sample_axes = (0,) * (len(rounds.shape) - 2)
+
+        def step(j):  # generator step j of the call: its logs and whether it trained, as one row
+            start, size = j * self.n_critic, self.n_critic
+            part = ops.slice(rounds, (0, start, *sample_axes), (ops.shape(rounds)[0], size, *rounds.shape[2:]))
+            part_labels = None if labels is None else ops.slice(labels, (0, start), (ops.shape(labels)[0], size))
+            if active is None:
+                logs, flag = self.train_round(part, part_labels), ops.ones((), "float32")
+            else:
+                flag = ops.take(active[0], j)
+                logs = self._masked(lambda: self.train_round(part, part_labels), flag > 0)
+            self.log_names = sorted(logs)
+            return ops.stack([ops.cast(logs[name], "float32") for name in self.log_names] + [flag])
+
+        rows = backend.repeat(step, steps, [*self.variables, *self.optimizer.variables])
+        return {"steps": backend.global_mean(backend.constant(lambda: rows))}
+
+    def _masked(self, train, keep):
+        """``train()``'s logs; its writes to the model's and optimizers' variables kept only where the
+        boolean tensor ``keep`` holds (else every variable keeps its value from before)."""
+        state = [*self.variables, *self.optimizer.variables]
+        before = [ops.copy(v.value) for v in state]
+        logs = train()
+        for variable, value in zip(state, before):
+            variable.assign(ops.where(keep, variable.value, value))
+        return logs
+
+    def host_logs(self, logs: dict) -> dict:
+        """The compiled call's logs read to the host in one transfer: every step's values in
+        ``step_logs`` (a list of dicts, for `callbacks.StepByStep`); returns the last step's."""
+        steps = np.asarray(ops.convert_to_numpy(logs["steps"]), "float64").reshape(-1, len(self.log_names) + 1)
+        self.step_logs = [dict(zip(self.log_names, map(float, row[:-1]))) for row in steps if row[-1] > 0]
+        return dict(self.step_logs[-1])
+
+    def train_round(self, rounds, labels=None) -> dict:
+        """``n_critic`` critic updates, then one generator update; returns the step's logs.
+
+        ``rounds``: real samples of shape ``(batch, n_critic, *sample_shape)``; ``labels``: their classes
+        ``(batch, n_critic)`` for a conditional GAN. Logged values are this replica's means: those of the
+        last critic update and of the generator update.
+        """
         for k in range(self.n_critic):
             self._critic_index = k
             logs = self.critic_update(rounds[:, k], None if labels is None else labels[:, k])
@@ -474,7 +546,7 @@ class WGANGP(keras.Model):
         )
         if self.ema_generator is not None:
             self.update_ema()
-        return {name: backend.global_mean(value) for name, value in logs.items()}
+        return logs
 
     def update_ema(self) -> None:
         """After generator update t (``generator_optimizer.iterations`` = t + 1): w_ema ← β_t·w_ema +

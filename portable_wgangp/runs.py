@@ -216,6 +216,7 @@ def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
 
     gan = checkpoints.load(folder / "checkpoint.keras")
     checkpoints.check_matches(gan, config, task, folder / "checkpoint.keras")
+    gan.execution_steps = config.steps_per_execution
     done = int(gan.generator_optimizer.iterations)
     if done > config.steps:
         raise UserError(

@@ -212,6 +212,7 @@ def build_gan(config: TrainConfig, task):
     gan.compile(
         generator_optimizer=optimizer(config.lr_generator, config.steps),
         critic_optimizer=optimizer(config.lr_critic, config.steps * config.n_critic),
+        steps_per_execution=config.steps_per_execution,
     )
     return gan
 

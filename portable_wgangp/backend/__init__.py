@@ -14,6 +14,14 @@ Each module provides the same functions:
   its networks (torch runs the layers it knows by fused torch calls: `torch_layers`).
 - ``JOINT_SCORES``: whether the step scores real and fake samples in one critic call (fewer, larger
   operations) or in two; the same numbers either way, the faster on this backend.
+- ``FIXED_SHAPES``: whether a compiled step takes one input shape per run (JAX, TensorFlow): then a short
+  last execution of ``steps_per_execution`` is padded to full length and its extra steps masked out
+  (`WGANGP.train_execution`); torch runs a short execution as it is.
+- ``repeat(step, n, variables)``: ``step(j) -> row`` for j = 0 … n − 1, one after the other, as ONE loop of
+  the compiled program (its size and compile time independent of n); returns the rows stacked, ``(n, …)``.
+  ``variables``: every variable a step reads or writes.
+- ``with_host_logs(train_function, to_host)``: Keras's ``train_function`` with the logs it returns
+  replaced by ``to_host(logs)`` (the one read of device values per call: `WGANGP.host_logs`).
 - ``drop_compiled()``: free what the frameworks keep compiled for operations already run (JAX: one
   executable per eager operation; the others keep nothing worth freeing: `_nothing`).
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
@@ -47,6 +55,12 @@ def _nothing() -> None:
     """Nothing to free."""
 
 
+def _logs_returned(train_function, to_host):
+    """Keras's ``train_function(data) -> logs`` (TensorFlow, torch) with its logs passed through ``to_host``."""
+    return lambda data: to_host(train_function(data))
+
+
+FIXED_SHAPES = _module.FIXED_SHAPES
 JOINT_SCORES = _module.JOINT_SCORES
 apply_gradients = _module.apply_gradients
 constant = _module.constant
@@ -55,12 +69,15 @@ forward = _module.forward
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
 num_replicas = _module.num_replicas
+repeat = _module.repeat
 replica_index = _module.replica_index
 synchronize = _module.synchronize
 train_step = _module.train_step
 value_and_grad = _module.value_and_grad
+with_host_logs = getattr(_module, "with_host_logs", _logs_returned)
 
 __all__ = [
+    "FIXED_SHAPES",
     "JOINT_SCORES",
     "apply_gradients",
     "constant",
@@ -69,8 +86,10 @@ __all__ = [
     "global_mean",
     "input_gradient",
     "num_replicas",
+    "repeat",
     "replica_index",
     "synchronize",
     "train_step",
     "value_and_grad",
+    "with_host_logs",
 ]

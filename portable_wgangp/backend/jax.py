@@ -12,12 +12,15 @@ there is one replica as far as the step's code is concerned.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from keras import StatelessScope
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 # Two critic calls, for real and for fake samples: XLA fuses the step either way, and its CPU convolutions
 # run one batch of 2B slower than two of B (DCGAN-32: 4.64 vs 4.45 s a step, benchmarks/README.md).
 JOINT_SCORES = False
+# jit compiles one program per input shape: a short last execution is padded, not recompiled.
+FIXED_SHAPES = True
 
 
 def input_gradient(fn, x):
@@ -127,3 +130,34 @@ def _current(scope, variable, value):
     """The value ``scope`` holds for ``variable`` (its last write, else its mapped input ``value``)."""
     current = scope.get_current_value(variable)
     return value if current is None else current
+
+
+def with_host_logs(train_function, to_host):
+    """Keras's ``train_function(state, data) -> (logs, state)`` with its logs passed through ``to_host``."""
+
+    def function(state, data):
+        logs, state = train_function(state, data)
+        return to_host(logs), state
+
+    return function
+
+
+def repeat(step, n, variables):
+    """``step(j)`` for j < n as one `jax.lax.scan`, the variables' values its carry.
+
+    Inside a step's `StatelessScope` each iteration runs in a scope of its own that maps ``variables`` to
+    the carried values; the final values are handed back to the enclosing scope.
+    """
+    outer = get_stateless_scope()
+    if outer is None or n == 1:
+        return jnp.stack([step(j) for j in range(n)])
+
+    def body(values, j):
+        with StatelessScope(list(zip(variables, values))) as scope:
+            row = step(j)
+        return [_current(scope, v, value) for v, value in zip(variables, values)], row
+
+    final, rows = jax.lax.scan(body, [v.value for v in variables], np.arange(n))
+    for variable, value in zip(variables, final):
+        outer.add_update((variable, value))
+    return rows

@@ -10,6 +10,8 @@ import tensorflow as tf
 # One critic call on real and fake samples together: half the operations, which TensorFlow's executor pays
 # for one by one (the toy MLP at batch 64: 27 vs 33 ms a step in two calls, benchmarks/README.md).
 JOINT_SCORES = True
+# A tf.data input has one signature per run: a short last execution is padded, not retraced.
+FIXED_SHAPES = True
 
 
 def input_gradient(fn, x):
@@ -91,11 +93,29 @@ def synchronize(variables) -> None:
     """Mirrored variables start equal on every replica: nothing to do."""
 
 
+def repeat(step, n, variables):
+    """``step(j)`` for j < n as one `tf.while_loop` inside a `tf.function`.
+
+    Under a strategy with several replicas the steps are unrolled instead: the optimizers' updates
+    synchronize the replicas (``merge_call``), which TensorFlow does not allow inside a loop's body.
+    """
+    if n == 1 or num_replicas() > 1 or tf.executing_eagerly():
+        return tf.stack([step(j) for j in range(n)])
+    rows = tf.TensorArray(tf.float32, size=n)
+    rows = tf.while_loop(
+        lambda j, rows: j < n,
+        lambda j, rows: (j + 1, rows.write(j, step(j))),
+        (tf.constant(0), rows),
+        parallel_iterations=1,
+    )[1]
+    return rows.stack()
+
+
 def train_step(model, step, data):
     """Keras's TF trainer calls ``train_step(data)`` inside its `tf.function`: run the step as it is.
 
     Across workers, Keras 3.15 reduces logs with ``strategy.reduce(MEAN, value, axis=0)``, which needs a
-    batch axis: there each (already global) logged scalar travels as a vector of one element.
+    batch axis: there each (already global) logged value travels with a leading axis of one element.
     """
     logs = step(data)
     strategy = tf.distribute.get_strategy()
@@ -103,5 +123,5 @@ def train_step(model, step, data):
         isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         and strategy.extended._in_multi_worker_mode()
     ):
-        logs = {name: tf.reshape(value, (1,)) for name, value in logs.items()}
+        logs = {name: tf.expand_dims(value, 0) for name, value in logs.items()}
     return logs
