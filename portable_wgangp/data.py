@@ -396,7 +396,8 @@ def executions(rounds, steps_per_execution: int, steps_per_epoch: int | None, pa
         return ExecutionRounds(rounds, grouping, length), None
     if steps_per_epoch is None:
         return map(grouping.stack, _chunked(iter(rounds), steps_per_execution)), None
-    return _epoch_executions(iter(rounds), grouping, steps_per_epoch), -(-steps_per_epoch // steps_per_execution)
+    per_epoch = -(-steps_per_epoch // steps_per_execution)
+    return _epoch_executions(iter(rounds), grouping, steps_per_epoch), per_epoch
 
 
 class _Grouping(NamedTuple):

@@ -408,7 +408,8 @@ class WGANGP(keras.Model):
         if isinstance(rounds, data.EpochRounds):
             stepwise.append(EpochOrder(rounds))
         # Keras's own History and progress bar see each call's last step; the others see every step.
-        kept = [c for c in stepwise if isinstance(c, (keras.callbacks.History, keras.callbacks.ProgbarLogger))]
+        keras_own = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
+        kept = [c for c in stepwise if isinstance(c, keras_own)]
         kwargs["callbacks"] = [StepByStep([c for c in stepwise if c not in kept]), *kept]
         if self.execution_steps > 1:
             rounds, steps = data.executions(rounds, self.execution_steps, steps, padded=backend.FIXED_SHAPES)
@@ -497,12 +498,13 @@ class WGANGP(keras.Model):
         if isinstance(rounds, dict):
             rounds, active = rounds["rounds"], rounds["active"]
         steps = self.execution_steps if rounds.shape[1] is None else rounds.shape[1] // self.n_critic
-        sample_axes = (0,) * (len(rounds.shape) - 2)
+
+        def updates(x, j):  # the n_critic minibatches of step j: x[:, j·n_critic : (j + 1)·n_critic]
+            start = (0, j * self.n_critic) + (0,) * (len(x.shape) - 2)
+            return ops.slice(x, start, (ops.shape(x)[0], self.n_critic, *x.shape[2:]))
 
         def step(j):  # generator step j of the call: its logs and whether it trained, as one row
-            start, size = j * self.n_critic, self.n_critic
-            part = ops.slice(rounds, (0, start, *sample_axes), (ops.shape(rounds)[0], size, *rounds.shape[2:]))
-            part_labels = None if labels is None else ops.slice(labels, (0, start), (ops.shape(labels)[0], size))
+            part, part_labels = updates(rounds, j), None if labels is None else updates(labels, j)
             if active is None:
                 logs, flag = self.train_round(part, part_labels), ops.ones((), "float32")
             else:
@@ -527,7 +529,8 @@ class WGANGP(keras.Model):
     def host_logs(self, logs: dict) -> dict:
         """The compiled call's logs read to the host in one transfer: every step's values in
         ``step_logs`` (a list of dicts, for `callbacks.StepByStep`); returns the last step's."""
-        steps = np.asarray(ops.convert_to_numpy(logs["steps"]), "float64").reshape(-1, len(self.log_names) + 1)
+        steps = np.asarray(ops.convert_to_numpy(logs["steps"]), "float64")
+        steps = steps.reshape(-1, len(self.log_names) + 1)
         self.step_logs = [dict(zip(self.log_names, map(float, row[:-1]))) for row in steps if row[-1] > 0]
         return dict(self.step_logs[-1])
 

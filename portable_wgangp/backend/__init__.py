@@ -56,7 +56,7 @@ def _nothing() -> None:
 
 
 def _logs_returned(train_function, to_host):
-    """Keras's ``train_function(data) -> logs`` (TensorFlow, torch) with its logs passed through ``to_host``."""
+    """Keras's ``train_function(data) -> logs`` (TensorFlow, torch), its logs passed through ``to_host``."""
     return lambda data: to_host(train_function(data))
 
 
