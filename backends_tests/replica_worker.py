@@ -4,6 +4,8 @@
 
 - ``mlp``, ``linear``: the cases of `portable_wgangp.check` (the ones `portable-wgangp check` runs on
   users' machines); saves the final weights and every step's logged metrics.
+- ``mlp_executions``: the ``mlp`` case compiled with ``steps_per_execution=2`` (its 3 steps: a call of 2
+  and a short one of 1).
 - ``features``: an MLP WGAN-GP on 8×8 images with a generator EMA, the lazy penalty on every 4th critic
   update (an ``ops.cond`` with n_critic 2) and DiffAugment; saves the weights (the EMA's too) and logs.
 - ``stream``: an MLP WGAN-GP on 8×8 RGB images streamed from the folder ``STREAM_FOLDER`` (an environment
@@ -40,6 +42,17 @@ def devices(count):
     if keras.backend.backend() == "jax":
         return keras.distribution.list_devices()[:count]
     return None
+
+
+def mlp_executions_run():
+    """The ``mlp`` case, 2 generator steps per compiled call."""
+    gan, x, batch_size = mlp_run()
+    gan.compile(
+        generator_optimizer=keras.optimizers.SGD(0.01),
+        critic_optimizer=keras.optimizers.SGD(0.01),
+        steps_per_execution=2,
+    )
+    return gan, x, batch_size
 
 
 def features_run():
@@ -129,7 +142,8 @@ def main():
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
         if CASE == "preempt":
             preempt()
-        run = train_case(CASE, {"features": features_run, "stream": stream_run}.get(CASE))
+        builders = {"features": features_run, "stream": stream_run, "mlp_executions": mlp_executions_run}
+        run = train_case(CASE, builders.get(CASE))
         if CASE == "stream":
             np.save(OUT + ".reads.npy", np.unique(STREAMED[0].reads))
         assert getattr(run.model, "ddp_model", None) is None  # Keras 3.16's torch DDP wrapper: opted out

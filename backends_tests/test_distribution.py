@@ -112,6 +112,14 @@ def test_replicas_reproduce_the_single_device_run(
         assert_same_run(run, single_device[case])
 
 
+def test_steps_per_execution_on_two_replicas_reproduces_the_single_device_run(single_device, tmp_path):
+    """2 steps per compiled call (3 steps: a call of 2 and a padded call of 1) on 2 replicas: every step's
+    logs and the weights of the 1-device run of single steps."""
+    strategy, replicas, processes = CONFIGURATIONS[0] if BACKEND != "jax" else CONFIGURATIONS[1]
+    for run in run_worker("mlp_executions", strategy, replicas, processes, tmp_path):
+        assert_same_run(run, single_device["mlp"])
+
+
 STREAM_CONFIGURATION = {
     "tensorflow": ("multi_worker", 2, 2),
     "jax": ("data_parallel", 2, 2),

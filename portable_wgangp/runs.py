@@ -253,42 +253,15 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
         flush=True,
     )
     started = time.perf_counter()
-    preemption = callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, first_step=done)
-    evaluation = callbacks.Evaluation(
-        config.eval_every,
-        lambda model: task.quality(model, initial=False),
-        task.score,
-        folder / "best.keras",
-        first_step=done,
-        **best,
-    )
+    fit_callbacks = training_callbacks(config, task, folder, done, best, quiet)
+    preemption, evaluation = fit_callbacks[0], fit_callbacks[1]
     if done < config.steps:
-        writers = [
-            evaluation,
-            callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
-            callbacks.Checkpoint(folder / "checkpoint.keras", config.checkpoint_every, first_step=done),
-            callbacks.Every(
-                config.checkpoint_every,
-                lambda model, step: _picture(task, model, folder / "samples.png", config, step),
-                first_step=done,
-            ),
-            *(
-                [callbacks.TensorBoardLog(folder / "tensorboard", first_step=done)]
-                if callbacks.tensorboard_available()
-                else []
-            ),
-        ]
         gan.fit(
             task.rounds(first_step=done, steps=config.steps - done),
             steps_per_epoch=config.steps - done,
             epochs=1,
             verbose=0,
-            callbacks=[
-                preemption,
-                *writers,
-                callbacks.ReleaseFreeMemory(),
-                *([] if quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
-            ],
+            callbacks=fit_callbacks,
         )
     if preemption.received is not None:
         import signal
@@ -307,6 +280,39 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
         if (folder / name).is_file():
             print(f"  {folder / name}")
     return 0
+
+
+def training_callbacks(config, task, folder: RunFolder, done: int, best: dict, quiet: bool) -> list:
+    """What a ``train`` run hands `WGANGP.fit`, in order: the preemption checkpoint, the evaluation (these
+    two first), the metrics log, checkpoints, pictures, TensorBoard, the heap release and the progress bar.
+    ``done``: the steps a resumed run has done; ``best``: its earlier best evaluation (`_earlier_best`)."""
+    from portable_wgangp import callbacks
+
+    return [
+        callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, first_step=done),
+        callbacks.Evaluation(
+            config.eval_every,
+            lambda model: task.quality(model, initial=False),
+            task.score,
+            folder / "best.keras",
+            first_step=done,
+            **best,
+        ),
+        callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
+        callbacks.Checkpoint(folder / "checkpoint.keras", config.checkpoint_every, first_step=done),
+        callbacks.Every(
+            config.checkpoint_every,
+            lambda model, step: _picture(task, model, folder / "samples.png", config, step),
+            first_step=done,
+        ),
+        *(
+            [callbacks.TensorBoardLog(folder / "tensorboard", first_step=done)]
+            if callbacks.tensorboard_available()
+            else []
+        ),
+        callbacks.ReleaseFreeMemory(),
+        *([] if quiet else [callbacks.ProgressBar(config.steps, first_step=done)]),
+    ]
 
 
 def _earlier_best(path: pathlib.Path, score: str, done: int) -> dict:
