@@ -2,7 +2,7 @@
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "together"]
 nox.options.default_venv_backend = "venv"  # pip, never uv: uv ignores the local CPU torch wheel
 
 CONSTRAINTS = "constraints-cpu.txt"
@@ -15,6 +15,17 @@ def tests(session: nox.Session, backend: str) -> None:
     """The whole suite on one backend: `nox -s "tests(backend='torch')"`."""
     session.install("-c", CONSTRAINTS, f".[{EXTRAS[backend]},dev]")
     session.run("pytest", *session.posargs, env={"KERAS_BACKEND": backend})
+
+
+@nox.session
+def together(session: nox.Session) -> None:
+    """TensorFlow, JAX and torch installed together (as on Colab and GPU images), which one-framework
+    venvs hide: a run on each backend loads no other framework (`test_imports.py`) and trains with N steps
+    a call."""
+    session.install("-c", CONSTRAINTS, f".[{','.join(EXTRAS.values())},dev]")
+    for backend in EXTRAS:
+        tests = ["backends_tests/test_imports.py", "backends_tests/test_steps_per_execution.py"]
+        session.run("pytest", *tests, *session.posargs, env={"KERAS_BACKEND": backend})
 
 
 @nox.session

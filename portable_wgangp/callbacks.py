@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import socket
 import sys
 import tempfile
 import time
@@ -339,39 +340,56 @@ class Evaluation(AtExecutionEnd):
 
 
 def tensorboard_available() -> bool:
-    """Whether TensorBoard event files can be written (tensorflow and tensorboard are installed)."""
-    return all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard"))
+    """Whether TensorBoard event files can be written (the tensorboard package is installed)."""
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 class TensorBoardLog(keras.callbacks.Callback):
     """Writes every logged value as a TensorBoard scalar every ``every`` generator steps, and at every step
     that logs quality figures (``eval_*``, from `Evaluation`).
 
-    Works on every backend (it writes with `tf.summary`, so tensorflow and tensorboard must be installed)
-    and, unlike Keras's `TensorBoard`, never touches the model, so JAX's state is not synced each step.
+    Writes the event file itself (TensorBoard's record framing and protocol buffers, from the tensorboard
+    package alone): no framework is imported, so a JAX or torch run never loads TensorFlow, and the model
+    is never touched, so JAX's state is not synced each step. The events of one call of the compiled step
+    are flushed together at its end.
     """
 
     def __init__(self, log_dir, every: int = 10, first_step: int = 0):
         super().__init__()
-        self.log_dir = str(log_dir)
+        self.log_dir = pathlib.Path(log_dir)
         self.every = every
         self.step = first_step
+        self._records = None
 
     def on_train_begin(self, logs=None):
-        from portable_wgangp._startup import import_quietly
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
-        self._tf = import_quietly("tensorflow")
-        self._writer = self._tf.summary.create_file_writer(self.log_dir)
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.v2"
+        self._records = RecordWriter(open(self.log_dir / name, "wb"))  # closed at the end of training
+        self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        self._records.write(event.SerializeToString())
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.step % self.every == 0 or any(name.startswith("eval_") for name in logs or {}):
-            with self._writer.as_default(step=self.step):
-                for name, value in (logs or {}).items():
-                    self._tf.summary.scalar(name, float(value))
+            values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in (logs or {}).items()]
+            self._write(
+                self._event(wall_time=time.time(), step=self.step, summary=self._summary(value=values))
+            )
+
+    def on_execution_end(self, batch, logs=None):
+        self.on_train_batch_end(batch, logs)
+        self._records.flush()
 
     def on_train_end(self, logs=None):
-        self._writer.close()
+        if self._records is not None:
+            self._records.close()
+            self._records = None
 
 
 class PreemptionCheckpoint(keras.callbacks.Callback):

@@ -14,6 +14,7 @@ by blocks of rows (`BLOCK_ELEMENTS`), so memory grows as O((N + M)·D), not N·M
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -79,6 +80,19 @@ def _row_blocks(n_rows: int, n_cols: int) -> list[slice]:
 # -- toy distributions ---------------------------------------------------------------------------------------
 
 
+# POT imports every framework it finds for its backends unless these say not to; it runs on numpy here.
+_POT_FRAMEWORKS_OFF = ("PYTORCH", "TENSORFLOW", "JAX", "CUPY")
+
+
+def _pot():
+    """POT (`ot`), imported with its framework backends switched off (a user's setting is kept)."""
+    for name in _POT_FRAMEWORKS_OFF:
+        os.environ.setdefault(f"POT_BACKEND_DISABLE_{name}", "1")
+    import ot
+
+    return ot
+
+
 def earth_movers_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Exact EMD (Wasserstein-1) between point sets ``a`` ``(N, ...)`` and ``b`` ``(M, ...)``.
 
@@ -86,9 +100,8 @@ def earth_movers_distance(a: np.ndarray, b: np.ndarray) -> float:
     Euclidean cost over the flattened samples), solved exactly by POT's network simplex (``ot.emd2``). For
     N = M an optimal plan is a permutation, so this is the mean cost of an optimal assignment.
     """
-    import ot
-
     a, b = _points(a, "a"), _points(b, "b")
+    ot = _pot()
     _same_dimension(a.shape[1], b.shape[1], ("a", "b"))
     uniform_a, uniform_b = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
     cost, log = ot.emd2(uniform_a, uniform_b, cdist(a, b), numItermax=10**9, log=True)

@@ -34,9 +34,30 @@ and the replica view of a data-parallel step (one replica when the step sees glo
 - ``synchronize(variables)``: make every replica start from the same values.
 """
 
+import sys
+
 import keras
+from keras.src.utils import module_utils
 
 _BACKEND = keras.backend.backend()
+
+
+class _TensorFlowIfLoaded(module_utils.LazyModule):
+    """Keras's lazy ``tensorflow`` module, reported available only once something else imported TensorFlow.
+
+    Keras asks ``tensorflow.available`` (which imports it whenever it is installed) to seed TensorFlow's
+    generator in `keras.utils.set_random_seed` and to recognise TensorFlow types while serializing: on the
+    JAX and torch backends that would load all of TensorFlow (≈ 500 MB, seconds) into every run of an
+    environment that has it. A user's own TensorFlow objects (a tf.data input) still work: they import it.
+    """
+
+    @property
+    def available(self):
+        return "tensorflow" in sys.modules and super().available
+
+
+if _BACKEND != "tensorflow" and module_utils.tensorflow.module is None:
+    module_utils.tensorflow.__class__ = _TensorFlowIfLoaded
 
 if _BACKEND == "tensorflow":
     from portable_wgangp.backend import tensorflow as _module
