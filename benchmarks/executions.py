@@ -1,0 +1,66 @@
+"""Host overhead: ms per generator step of a `train` run's fit at N steps per compiled call.
+
+    KERAS_BACKEND=jax python benchmarks/executions.py --json out.json          # N = 1, 8, 32; two nets
+
+The toy task of the CLI (8 gaussians, batch 64 unless --batch-size), its callbacks on (metrics log,
+checkpoints and pictures every 1000 steps, TensorBoard, heap release, progress bar to /dev/null), nets so
+small that the maths is far below the bookkeeping (width 32) and the CLI's default (width 128). Each N is
+timed from the end of its first call (compilation) to the end of the run; one process per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pathlib
+import tempfile
+import time
+
+import keras
+
+from portable_wgangp import config as settings
+from portable_wgangp import runs, tasks
+
+
+def step_ms(n: int, width: int, batch_size: int, steps: int) -> tuple[float, float]:
+    """(ms per step after the first call, seconds of the first call) of a toy run at ``n`` steps per call."""
+    config = settings.resolve(
+        {"steps": steps, "batch_size": batch_size, "width": width, "steps_per_execution": n}, None
+    )
+    task = tasks.make_task(config)
+    gan = tasks.build_gan(config, task)
+    ends = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        fit_callbacks = runs.training_callbacks(config, task, runs.RunFolder(folder), 0, {}, quiet=False)
+        fit_callbacks[-1].stream = io.StringIO()  # the progress bar, drawn but not shown
+        started = time.perf_counter()
+        gan.fit(task.rounds(0, steps), steps_per_epoch=steps, verbose=0, callbacks=[*fit_callbacks, clock])
+    return (ends[-1] - ends[n - 1]) / (steps - n) * 1e3, ends[n - 1] - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executions", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    rows = []
+    for width in args.widths:
+        for n in args.executions:
+            ms, first = step_ms(n, width, args.batch_size, args.steps)
+            base = next((r["ms"] for r in rows if r["width"] == width and r["n"] == 1), ms)
+            row = {"backend": keras.backend.backend(), "width": width, "batch": args.batch_size, "n": n}
+            rows.append({**row, "ms": round(ms, 3), "first_call_s": round(first, 2), "speedup": base / ms})
+            print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
