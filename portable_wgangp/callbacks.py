@@ -393,12 +393,13 @@ class TensorBoardLog(keras.callbacks.Callback):
 
 
 class PreemptionCheckpoint(keras.callbacks.Callback):
-    """Ends training cleanly on SIGTERM or SIGINT: the current step finishes, a checkpoint of that step is
-    saved atomically to ``path``, and training stops.
+    """Ends training cleanly on SIGTERM or SIGINT: the current call of the compiled step finishes (one
+    step, or N with ``steps_per_execution``), a checkpoint of its last step is saved atomically to
+    ``path``, and training stops.
 
     SIGTERM is what preemptible TPU VMs, Kubernetes and Slurm send before they kill a job; SIGINT is
     Ctrl-C. A second signal aborts at once (the process dies by that signal). In a multi-process run every
-    process stops at the same step: each step ends with an all-reduce of "a signal arrived here"
+    process stops at the same step: each call ends with an all-reduce of "a signal arrived here"
     (`distribution.any_process`), and process 0 writes the checkpoint (`save_checkpoint`). Resuming from
     the checkpoint continues exactly where the run stopped.
 
