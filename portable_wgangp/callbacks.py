@@ -40,8 +40,8 @@ class StepByStep(keras.callbacks.Callback):
     already read to the host in one transfer (`WGANGP.step_logs`), and calls ``on_train_batch_end`` of each
     callback once per step, ``batch`` counting steps within the epoch. At the last step of a call, the
     only step whose weights the model holds, a callback with an ``on_execution_end(batch, logs)`` method
-    gets that call instead: checkpoints, evaluations and signal handling act there. Other hooks are passed
-    on as Keras calls them.
+    has it called right after its ``on_train_batch_end``: checkpoints, evaluations and signal handling act
+    there. Other hooks are passed on as Keras calls them.
     """
 
     def __init__(self, callbacks):
@@ -85,8 +85,9 @@ class StepByStep(keras.callbacks.Callback):
         for j, step_logs in enumerate(steps):
             last = j == len(steps) - 1
             for callback in self.callbacks:
-                end = getattr(callback, "on_execution_end", None) if last else None
-                (end or callback.on_train_batch_end)(self._batch, step_logs)
+                callback.on_train_batch_end(self._batch, step_logs)
+                if last and hasattr(callback, "on_execution_end"):
+                    callback.on_execution_end(self._batch, step_logs)
             self._batch += 1
 
 
@@ -140,7 +141,6 @@ class MetricsLog(keras.callbacks.Callback):
 
     def on_execution_end(self, batch, logs=None):
         """The lines of a call's steps go out in one write (`StepByStep`)."""
-        self.on_train_batch_end(batch, logs)
         files.append_line(self._fd, "\n".join(self._lines), self.path)
         self._lines = []
 
@@ -275,7 +275,6 @@ class AtExecutionEnd(keras.callbacks.Callback):
         self._due = self._due or bool(self.every and self.step % self.every == 0)
 
     def on_execution_end(self, batch, logs=None):
-        self.on_train_batch_end(batch, logs)
         if self._due:
             self._due = False
             self.act(logs)
@@ -383,7 +382,6 @@ class TensorBoardLog(keras.callbacks.Callback):
             )
 
     def on_execution_end(self, batch, logs=None):
-        self.on_train_batch_end(batch, logs)
         self._records.flush()
 
     def on_train_end(self, logs=None):
@@ -446,7 +444,6 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         """Signals are acted on where a call of the compiled step ends (`StepByStep`)."""
         from portable_wgangp import distribution
 
-        self.step += 1
         if not distribution.any_process(self._pending is not None):
             return
         self.received = self._pending or _peer_signal()
