@@ -5,7 +5,9 @@
 The toy task of the CLI (8 gaussians, batch 64 unless --batch-size), its callbacks on (metrics log,
 checkpoints and pictures every 1000 steps, TensorBoard, heap release, progress bar to /dev/null), nets so
 small that the maths is far below the bookkeeping (width 32) and the CLI's default (width 128). Each N is
-timed from the end of its first call (compilation) to the end of the run; one process per backend.
+timed from the end of its first call (compilation) to the end of the run; one process per backend. Beside
+each, the hand-written native step of `native.py` at the same N steps a call (same nets, batch and
+n_critic; one host sync a call, no callbacks, its input fed once): ours / native is the bookkeeping left.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import tempfile
 import time
 
 import keras
+import numpy as np
+from native import MAKERS
+from specs import Spec
 
 from portable_wgangp import config as settings
-from portable_wgangp import runs, tasks
+from portable_wgangp import data, runs, tasks
 
 
 def step_ms(n: int, width: int, batch_size: int, steps: int) -> tuple[float, float]:
@@ -42,6 +47,24 @@ def step_ms(n: int, width: int, batch_size: int, steps: int) -> tuple[float, flo
     return (ends[-1] - ends[n - 1]) / (steps - n) * 1e3, ends[n - 1] - started
 
 
+def native_step_ms(n: int, width: int, batch_size: int, steps: int) -> float:
+    """ms per step of the native step of the CLI's toy nets at ``n`` steps a call, after a first call."""
+    config = settings.resolve({"width": width}, None)
+    spec = Spec("mlp", config.latent_dim, batch_size, config.n_critic, (2,), width=width)
+    run, feed = MAKERS[keras.backend.backend()](spec, steps=n)
+    rounds = feed(
+        data.toy_samples(config.dataset, batch_size * n * config.n_critic, np.random.default_rng(0)).reshape(
+            batch_size, n * config.n_critic, 2
+        )
+    )
+    run(rounds)  # compilation
+    calls = max(1, steps // n - 1)
+    started = time.perf_counter()
+    for _ in range(calls):
+        run(rounds)
+    return (time.perf_counter() - started) / (calls * n) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executions", type=int, nargs="+", default=[1, 8, 32])
@@ -54,9 +77,19 @@ def main() -> None:
     for width in args.widths:
         for n in args.executions:
             ms, first = step_ms(n, width, args.batch_size, args.steps)
+            native = native_step_ms(n, width, args.batch_size, args.steps)
             base = next((r["ms"] for r in rows if r["width"] == width and r["n"] == 1), ms)
             row = {"backend": keras.backend.backend(), "width": width, "batch": args.batch_size, "n": n}
-            rows.append({**row, "ms": round(ms, 3), "first_call_s": round(first, 2), "speedup": base / ms})
+            rows.append(
+                {
+                    **row,
+                    "ms": round(ms, 3),
+                    "native_ms": round(native, 3),
+                    "ratio": round(ms / native, 3),
+                    "first_call_s": round(first, 2),
+                    "speedup": round(base / ms, 2),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

@@ -1,9 +1,11 @@
 """Hand-written WGAN-GP steps in one framework each: the baselines of `run.py`.
 
-Each ``make_<backend>_step(spec)`` returns ``(step, feed)``: ``feed(rounds)`` turns a numpy round
-``(batch, n_critic, *shape)`` into the framework's input and ``step(feed_result)`` runs n_critic critic
-updates and one generator update (penalty on, λ 10, Adam(1e-4, 0, 0.9)), the way a user of that
-framework alone would write it. The nets have the same architecture as ours (see `spec`).
+Each ``make_<backend>_step(spec, steps=1)`` returns ``(step, feed)``: ``feed(rounds)`` turns numpy rounds
+``(batch, steps·n_critic, *shape)`` into the framework's input and ``step(feed_result)`` runs ``steps``
+generator steps, each n_critic critic updates and one generator update (penalty on, λ 10, Adam(1e-4, 0,
+0.9)), the way a user of that framework alone would write it: several steps a call as one loop of the
+compiled program (JAX `lax.scan`, TensorFlow `tf.range` in a `tf.function`), torch a Python loop. The nets
+have the same architecture as ours (see `spec`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ LR, BETA_1, BETA_2, EPS, LAMBDA = 1e-4, 0.0, 0.9, 1e-7, 10.0
 # -- JAX: jax.jit over the whole step, jax.grad for the penalty, a hand-written Adam -------------------------
 
 
-def make_jax_step(spec):
+def make_jax_step(spec, steps: int = 1):
     """The nets' forward passes are the Keras models' `stateless_call`, i.e. pure jnp functions."""
     import jax
     import jax.numpy as jnp
@@ -50,7 +52,6 @@ def make_jax_step(spec):
     def generator_loss(gp, cp, z):
         return -jnp.mean(D(cp, G(gp, z)))
 
-    @jax.jit
     def step(state, rounds, key):
         gp, cp, gm, gv, cm, cv, t = state
         for k in range(rounds.shape[1]):
@@ -66,12 +67,32 @@ def make_jax_step(spec):
 
     zeros = lambda params: [jnp.zeros_like(p) for p in params]  # noqa: E731
     holder = {
-        "state": (g_params, c_params, zeros(g_params), zeros(g_params), zeros(c_params), zeros(c_params), 0)
+        "state": (
+            g_params,
+            c_params,
+            zeros(g_params),
+            zeros(g_params),
+            zeros(c_params),
+            zeros(c_params),
+            jnp.int32(0),
+        )
     }
     holder["key"] = jax.random.PRNGKey(0)
 
+    @jax.jit
+    def execution(state, rounds, key):
+        if steps == 1:
+            return step(state, rounds, key)
+
+        def body(carry, j):
+            state, key = carry
+            part = jax.lax.dynamic_slice_in_dim(rounds, j * spec.n_critic, spec.n_critic, axis=1)
+            return step(state, part, key), None
+
+        return jax.lax.scan(body, (state, key), jnp.arange(steps))[0]
+
     def run(rounds):
-        holder["state"], holder["key"] = step(holder["state"], rounds, holder["key"])
+        holder["state"], holder["key"] = execution(holder["state"], rounds, holder["key"])
         jax.block_until_ready(holder["state"][0])
 
     return run, jnp.asarray
@@ -80,7 +101,7 @@ def make_jax_step(spec):
 # -- TensorFlow: tf.function, nested GradientTape, a hand-written Adam -------------------------------------
 
 
-def make_tensorflow_step(spec):
+def make_tensorflow_step(spec, steps: int = 1):
     import tensorflow as tf
 
     generator, critic = spec.networks()
@@ -97,7 +118,6 @@ def make_tensorflow_step(spec):
             v.assign(BETA_2 * v + (1 - BETA_2) * g * g)
             var.assign_sub(LR * scale * m / (tf.sqrt(v) + EPS))
 
-    @tf.function
     def step(rounds):
         batch = tf.shape(rounds)[0]
         for k in range(rounds.shape[1]):
@@ -123,7 +143,15 @@ def make_tensorflow_step(spec):
             )
         adam(g_vars, tape.gradient(loss, g_vars), counters["g"])
 
-    return step, tf.convert_to_tensor
+    @tf.function
+    def execution(rounds):
+        if steps == 1:
+            return step(rounds)
+        per_step = tf.reshape(rounds, [-1, steps, spec.n_critic, *rounds.shape[2:]])
+        for j in tf.range(steps):
+            step(tf.gather(per_step, j, axis=1))
+
+    return execution, tf.convert_to_tensor
 
 
 def make_keras_io_step(spec):
@@ -181,7 +209,7 @@ def make_keras_io_step(spec):
 # -- PyTorch: eager torch.nn modules, autograd.grad(create_graph=True), torch.optim.Adam -------------------
 
 
-def make_torch_step(spec):
+def make_torch_step(spec, steps: int = 1):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras's torch backend puts ours
@@ -189,7 +217,7 @@ def make_torch_step(spec):
     g_opt = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA_1, BETA_2), eps=EPS)
     c_opt = torch.optim.Adam(critic.parameters(), lr=LR, betas=(BETA_1, BETA_2), eps=EPS)
 
-    def run(rounds):
+    def step(rounds):
         batch = rounds.shape[0]
         for k in range(rounds.shape[1]):
             real = rounds[:, k]
@@ -207,6 +235,10 @@ def make_torch_step(spec):
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
         g_opt.step()
+
+    def run(rounds):
+        for j in range(steps):
+            step(rounds[:, j * spec.n_critic : (j + 1) * spec.n_critic])
 
     def feed(rounds):
         # torch (channels first) gets NCHW images

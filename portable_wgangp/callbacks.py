@@ -244,11 +244,19 @@ def save_checkpoint(model: keras.Model, path) -> None:
 
 
 class ReleaseFreeMemory(keras.callbacks.Callback):
-    """Hands the heap's free memory back to the system after every call of the compiled step and at the
-    end of training (`host_memory`)."""
+    """Hands the heap's free memory back to the system at the end of a call of the compiled step, at most
+    once every ``interval`` seconds (a trim costs ≈ 0.5 ms: on a toy net's 10 ms step, 5 % if done at every
+    call), and at the end of training (`host_memory`)."""
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__()
+        self.interval = interval
+        self._last = time.monotonic()
 
     def on_execution_end(self, batch, logs=None):
-        host_memory.release_free_memory()
+        if time.monotonic() - self._last >= self.interval:
+            host_memory.release_free_memory()
+            self._last = time.monotonic()
 
     def on_train_end(self, logs=None):
         host_memory.release_free_memory()

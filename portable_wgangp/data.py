@@ -453,6 +453,68 @@ class ExecutionRounds(keras.utils.PyDataset):
         self.rounds.on_epoch_end()
 
 
+def placed_ahead(rounds, place):
+    """``rounds`` (a `keras.utils.PyDataset` or an iterable) with each item passed through ``place``
+    (`backend.place`: onto the step's device(s), without waiting) one item before the step asks for it,
+    so that the copy of the next execution runs while the current one trains. The same items, in the
+    same order."""
+    if isinstance(rounds, keras.utils.PyDataset):
+        return PlacedRounds(rounds, place)
+    return _one_ahead(map(place, rounds))
+
+
+_NOTHING = object()
+
+
+def _one_ahead(items: Iterable) -> Iterator:
+    """``items``, each one taken from its source (and so placed) before the one before it is yielded.
+
+    An error taking an item is raised when that item is asked for, not one early: a finite iterable
+    that ends before the run does fails where it would have failed without the look-ahead (the item read
+    early is otherwise lost to a later `fit` on the same iterator, as with Keras's own look-ahead)."""
+    items = iter(items)
+    previous = next(items, _NOTHING)
+    while previous is not _NOTHING:
+        try:
+            item = next(items, _NOTHING)
+        except Exception:
+            yield previous
+            raise
+        yield previous
+        previous = item
+
+
+class PlacedRounds(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` of rounds or executions, each item passed through ``place`` ahead of
+    the step (see `placed_ahead`). Read in order by the step's thread (``workers`` ≤ 1), item i + 1 is
+    placed when item i is handed out; read by Keras's reader threads (``workers`` > 1), each item is
+    placed by the thread that reads it, which runs ahead of the step already."""
+
+    def __init__(self, rounds: keras.utils.PyDataset, place):
+        super().__init__(
+            workers=rounds.workers,
+            use_multiprocessing=rounds.use_multiprocessing,
+            max_queue_size=rounds.max_queue_size,
+        )
+        self.rounds, self.place = rounds, place
+        self._ahead: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.rounds)
+
+    def __getitem__(self, index: int):
+        item = self._ahead.pop(index, _NOTHING)
+        if item is _NOTHING:
+            item = self.place(self.rounds[index])
+        if self.workers <= 1 and index + 1 < len(self):
+            self._ahead = {index + 1: self.place(self.rounds[index + 1])}
+        return item
+
+    def on_epoch_end(self) -> None:
+        self._ahead = {}  # the next epoch's items may differ (reshuffled)
+        self.rounds.on_epoch_end()
+
+
 # -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------
 
 TOY_DATASETS = ("gaussians8", "gaussians25", "swissroll")

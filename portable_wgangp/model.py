@@ -413,6 +413,8 @@ class WGANGP(keras.Model):
         kwargs["callbacks"] = [StepByStep([c for c in stepwise if c not in kept]), *kept]
         if self.execution_steps > 1:
             rounds, steps = data.executions(rounds, self.execution_steps, steps, padded=backend.FIXED_SHAPES)
+        if backend.place is not None:
+            rounds = data.placed_ahead(rounds, backend.place)
         kwargs["steps_per_epoch"] = steps
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 

@@ -20,6 +20,10 @@ Each module provides the same functions:
 - ``repeat(step, n, variables)``: ``step(j) -> row`` for j = 0 … n − 1, one after the other, as ONE loop of
   the compiled program (its size and compile time independent of n); returns the rows stacked, ``(n, …)``.
   ``variables``: every variable a step reads or writes.
+- ``place(batch)``: ``batch`` (numpy arrays) on the device(s) the step reads it from, the copy started and
+  not awaited, so that placing the next execution overlaps the current one (`data.placed_ahead`). None on
+  TensorFlow, whose input pipeline already does it: Keras feeds the step from a prefetching `tf.data`
+  dataset, distributed by the strategy, which fetches to the devices ahead.
 - ``with_host_logs(train_function, to_host)``: Keras's ``train_function`` with the logs it returns
   replaced by ``to_host(logs)`` (the one read of device values per call: `WGANGP.host_logs`).
 - ``drop_compiled()``: free what the frameworks keep compiled for operations already run (JAX: one
@@ -90,6 +94,7 @@ forward = _module.forward
 global_mean = _module.global_mean
 input_gradient = _module.input_gradient
 num_replicas = _module.num_replicas
+place = getattr(_module, "place", None)
 repeat = _module.repeat
 replica_index = _module.replica_index
 synchronize = _module.synchronize
@@ -107,6 +112,7 @@ __all__ = [
     "global_mean",
     "input_gradient",
     "num_replicas",
+    "place",
     "repeat",
     "replica_index",
     "synchronize",

@@ -12,6 +12,7 @@ there is one replica as far as the step's code is concerned.
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 from keras import StatelessScope
 from keras.src.backend.common.stateless_scope import get_stateless_scope
@@ -130,6 +131,21 @@ def _current(scope, variable, value):
     """The value ``scope`` holds for ``variable`` (its last write, else its mapped input ``value``)."""
     current = scope.get_current_value(variable)
     return value if current is None else current
+
+
+def place(batch):
+    """``batch`` (numpy arrays) sent to the devices the step reads it from, the copies started, not awaited
+    (`jax.device_put` is asynchronous): under a `keras.distribution`, sharded by its data layout (the
+    batch axis split over the devices), else on the default device. With several processes each holds
+    only its share of the global batch: left as it is, for Keras to assemble the global arrays."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return jax.device_put(batch)
+    if jax.process_count() > 1:
+        return batch
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, distribution.get_data_layout(x.shape).backend_layout), batch
+    )
 
 
 def with_host_logs(train_function, to_host):

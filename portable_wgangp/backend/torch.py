@@ -12,6 +12,7 @@ import functools
 import keras
 import torch
 import torch.distributed as dist
+from keras.src.backend.torch import core as torch_core
 
 from portable_wgangp.backend import torch_layers
 
@@ -173,6 +174,17 @@ def _count_writes(tensors) -> None:
     checks and `torch_layers`' kernel cache rely on them."""
     for tensor in tensors:
         torch.autograd.graph.increment_version(tensor)
+
+
+def place(batch):
+    """On a CUDA device: ``batch`` copied to pinned (page-locked) host memory and sent to the GPU by a
+    non-blocking copy, which the host queues and does not wait for. On the CPU, ``batch`` as it is."""
+    device = torch_core.get_device()
+    if not str(device).startswith("cuda"):
+        return batch
+    return keras.tree.map_structure(
+        lambda x: torch.as_tensor(x).pin_memory().to(device, non_blocking=True), batch
+    )
 
 
 def repeat(step, n, variables):
