@@ -432,13 +432,29 @@ def _epoch_executions(iterator: Iterator, grouping: _Grouping, steps_per_epoch: 
         yield from map(grouping.stack, _chunked(epoch, grouping.steps))
 
 
-class ExecutionRounds(keras.utils.PyDataset):
+class _RoundsView(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` made of another one's ``rounds``: read by their reader settings (threads,
+    queue), its epochs ending with theirs."""
+
+    def __init__(self, rounds: keras.utils.PyDataset):
+        super().__init__(
+            workers=rounds.workers,
+            use_multiprocessing=rounds.use_multiprocessing,
+            max_queue_size=rounds.max_queue_size,
+        )
+        self.rounds = rounds
+
+    def on_epoch_end(self) -> None:
+        self.rounds.on_epoch_end()
+
+
+class ExecutionRounds(_RoundsView):
     """The executions of a `keras.utils.PyDataset` of rounds, ``length`` rounds an epoch (see `executions`);
     read ahead by the rounds' own threads, one execution per read."""
 
     def __init__(self, rounds: keras.utils.PyDataset, grouping: _Grouping, length: int):
-        super().__init__(workers=rounds.workers, max_queue_size=rounds.max_queue_size)
-        self.rounds, self.grouping, self.length = rounds, grouping, length
+        super().__init__(rounds)
+        self.grouping, self.length = grouping, length
 
     def __len__(self) -> int:
         return -(-self.length // self.grouping.steps)
@@ -448,9 +464,6 @@ class ExecutionRounds(keras.utils.PyDataset):
         return self.grouping.stack(
             [self.rounds[i] for i in range(first, min(first + self.grouping.steps, self.length))]
         )
-
-    def on_epoch_end(self) -> None:
-        self.rounds.on_epoch_end()
 
 
 def placed_ahead(rounds, place):
@@ -484,19 +497,15 @@ def _one_ahead(items: Iterable) -> Iterator:
         previous = item
 
 
-class PlacedRounds(keras.utils.PyDataset):
+class PlacedRounds(_RoundsView):
     """A `keras.utils.PyDataset` of rounds or executions, each item passed through ``place`` ahead of
     the step (see `placed_ahead`). Read in order by the step's thread (``workers`` ≤ 1), item i + 1 is
     placed when item i is handed out; read by Keras's reader threads (``workers`` > 1), each item is
     placed by the thread that reads it, which runs ahead of the step already."""
 
     def __init__(self, rounds: keras.utils.PyDataset, place):
-        super().__init__(
-            workers=rounds.workers,
-            use_multiprocessing=rounds.use_multiprocessing,
-            max_queue_size=rounds.max_queue_size,
-        )
-        self.rounds, self.place = rounds, place
+        super().__init__(rounds)
+        self.place = place
         self._ahead: dict = {}
 
     def __len__(self) -> int:
@@ -512,7 +521,7 @@ class PlacedRounds(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self._ahead = {}  # the next epoch's items may differ (reshuffled)
-        self.rounds.on_epoch_end()
+        super().on_epoch_end()
 
 
 # -- toy distributions (the paper's gan_toy.py construction) ----------------------------------------------

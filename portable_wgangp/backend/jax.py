@@ -136,11 +136,11 @@ def _current(scope, variable, value):
 def place(batch):
     """``batch`` (numpy arrays) sent to the devices the step reads it from, the copies started, not awaited
     (`jax.device_put` is asynchronous): under a `keras.distribution`, sharded by its data layout (the
-    batch axis split over the devices), else on the default device (left as it is on a CPU, as Keras
-    does). With several processes each holds
-    only its share of the global batch: left as it is, for Keras to assemble the global arrays."""
+    batch axis split over the devices), else on the default device — except on a CPU, where the step
+    reads host memory and Keras copies nothing ahead either. With several processes each holds only its
+    share of the global batch: left as it is, for Keras to assemble the global arrays."""
     distribution = keras.distribution.distribution()
-    if distribution is None:  # on the CPU the step reads host memory: nothing to copy ahead
+    if distribution is None:
         return batch if jax.default_backend() == "cpu" else jax.device_put(batch)
     if jax.process_count() > 1:
         return batch
