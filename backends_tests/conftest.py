@@ -53,3 +53,50 @@ def mlp_critic(weights, sample_shape) -> keras.Sequential:
 
 def assert_close(actual, expected, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(numpy(actual), np.asarray(expected, dtype="float64"), rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="session")
+def object_servers(tmp_path_factory):
+    """moto's S3 server and a GCS emulator on 127.0.0.1 (`object_stores`), for the whole session; their
+    variables are set in this process, so the CLI processes the tests start reach them too."""
+    import object_stores
+
+    servers = object_stores.Servers(tmp_path_factory.mktemp("object-stores") / "servers.log")
+    before = {name: os.environ.get(name) for name in servers.environment}
+    os.environ.update(servers.environment)
+    yield servers
+    servers.close()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def s3_server(object_servers):
+    import object_stores
+
+    return object_stores.Server(object_servers, "s3")
+
+
+@pytest.fixture(scope="session")
+def gcs_server(object_servers):
+    import object_stores
+
+    return object_stores.Server(object_servers, "gs")
+
+
+STORES = [
+    "local",
+    pytest.param("gs", marks=pytest.mark.object_store),
+    pytest.param("s3", marks=pytest.mark.object_store),
+]
+
+
+@pytest.fixture(params=STORES)
+def out_url(request, tmp_path) -> str:
+    """Where a run goes, once per kind of store: a local folder, a GCS URL, an S3 URL (fresh each time)."""
+    if request.param == "local":
+        return str(tmp_path / "run")
+    return request.getfixturevalue({"gs": "gcs_server", "s3": "s3_server"}[request.param]).new_url()

@@ -10,6 +10,7 @@ import pathlib
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 import keras
@@ -208,20 +209,24 @@ _SHORT = {
 }
 
 
-def save_atomically(model: keras.Model, path) -> pathlib.Path:
-    """``model.save(path)`` through a temporary file and a rename: a crash or a full disk never leaves
-    half a file, and the previous checkpoint stays intact (`files.atomic_path`).
-
-    A model holding a non-finite weight is not saved (`FloatingPointError`): the file keeps its last good
-    state. (`NonFiniteGuard` stops on non-finite losses; this catches an update that diverged after them.)
-    """
-    path = pathlib.Path(path)
+def check_finite(model: keras.Model, path) -> None:
+    """Refuse to save a model holding a non-finite weight (`FloatingPointError`): the file keeps its last
+    good state. (`NonFiniteGuard` stops on non-finite losses; this catches an update that diverged after
+    them.)"""
     for weight in model.weights:
         if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
             raise FloatingPointError(
-                f"Not saving {path.name}: {weight.path} holds non-finite values (the last update diverged); "
-                "lower the learning rate and resume from the previous checkpoint."
+                f"Not saving {pathlib.Path(path).name}: {weight.path} holds non-finite values (the last "
+                "update diverged); lower the learning rate and resume from the previous checkpoint."
             )
+
+
+def save_atomically(model: keras.Model, path) -> pathlib.Path:
+    """``model.save(path)`` through a temporary file and a rename: a crash or a full disk never leaves
+    half a file, and the previous checkpoint stays intact (`files.atomic_path`); a non-finite model is not
+    saved (`check_finite`)."""
+    path = pathlib.Path(path)
+    check_finite(model, path)
     with files.atomic_path(path) as temporary:
         model.save(temporary)
     return path
@@ -241,6 +246,95 @@ def save_checkpoint(model: keras.Model, path) -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         save_atomically(model, pathlib.Path(scratch) / pathlib.Path(path).name)
+
+
+class UploadError(OSError):
+    """A checkpoint could not be uploaded; the previous one on the store is intact."""
+
+
+class CheckpointWriter:
+    """Saves checkpoints without pausing training for the write.
+
+    `save` serializes the model — both networks, both optimizers, the seed state — into a ``.keras``
+    archive at the step (host memory and the page cache: ≈ 20 ms for the digits DCGAN, whose archive is
+    0.9 MB); a thread then makes it durable (fsync), puts it under its name in one rename and runs
+    ``publish`` (a remote run folder's upload, `runs.RemoteRunFolder.publish`), while training goes on.
+    At most one write is in flight: a `save` waits for the previous one. A failed write is tried
+    `TRIES` times in all, `BACKOFF` seconds apart, doubling; after that the next `save`, `wait` or
+    `raise_failure` raises it (a `files.WriteError` naming where) and the previous checkpoint is intact.
+    ``background=False`` writes inside `save` (for the measurement of what the thread saves).
+    """
+
+    TRIES = 2  # the client libraries retry each request themselves (s3fs ≈ 9 s, gcsfs ≈ 30 s to give up)
+    BACKOFF = 1.0
+
+    def __init__(self, publish=None, shown=str, background: bool = True):
+        self.publish = publish
+        self.shown = shown
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    def save(self, model: keras.Model, path) -> None:
+        from portable_wgangp import distribution
+
+        self.wait()
+        path = pathlib.Path(path)
+        if distribution.process_index() > 0:  # collectives: every process saves (`save_checkpoint`)
+            save_checkpoint(model, path)
+            return
+        check_finite(model, path)
+        temporary = files.partial_name(path)
+        try:
+            model.save(temporary)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise files.WriteError(self.shown(path), error) from error
+        if self.background:
+            self._thread = threading.Thread(target=self._write, args=(temporary, path), name="checkpoint")
+            self._thread.start()
+        else:
+            self._write(temporary, path)
+            self.raise_failure()
+
+    def wait(self) -> None:
+        """Wait for the write in flight; raise its failure, if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _write(self, temporary: pathlib.Path, path: pathlib.Path) -> None:
+        try:
+            with open(temporary, "rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            self._failure = files.WriteError(self.shown(path), error)
+            return
+        if self.publish is None:
+            return
+        delay = self.BACKOFF
+        for attempt in range(1, self.TRIES + 1):
+            try:
+                self.publish()
+                return
+            except Exception as error:
+                if attempt == self.TRIES:
+                    self._failure = UploadError(
+                        f"Uploading the checkpoint to {self.shown(path)} failed {self.TRIES} times, the "
+                        f"last: {str(error).rstrip('.')}; the previous checkpoint there is intact: continue "
+                        "with --resume once the store is reachable."
+                    )
+                    return
+                time.sleep(delay)
+                delay *= 2
 
 
 class ReleaseFreeMemory(keras.callbacks.Callback):
@@ -303,17 +397,30 @@ class Every(AtExecutionEnd):
         self.action(self.model, self.step)
 
 
-class Checkpoint(Every):
-    """Saves the whole model (both networks, both optimizers, the seed state) every ``every`` steps.
+class Checkpoint(AtExecutionEnd):
+    """Saves the whole model (both networks, both optimizers, the seed state) every ``every`` steps,
+    without pausing training for the write (`CheckpointWriter`; ``writer``: one shared with other savers,
+    or a new one). A write that failed stops training at the end of the next call of the compiled step.
 
-    The file is replaced atomically by process 0 (see `save_checkpoint`); the step is the generator
-    optimizer's iteration count, so a run resumed from it knows where it stands. `NonFiniteGuard` runs
-    first, so a non-finite state is never saved.
+    The file is replaced atomically by process 0; the step is the generator optimizer's iteration count,
+    so a run resumed from it knows where it stands. `NonFiniteGuard` runs first, so a non-finite state is
+    never saved. Training ends with the last write done.
     """
 
-    def __init__(self, path, every: int, first_step: int = 0):
-        super().__init__(every, lambda model, step: save_checkpoint(model, path), first_step)
+    def __init__(self, path, every: int, first_step: int = 0, writer: CheckpointWriter | None = None):
+        super().__init__(every, first_step)
         self.path = path
+        self.writer = writer or CheckpointWriter()
+
+    def act(self, logs) -> None:
+        self.writer.save(self.model, self.path)
+
+    def on_execution_end(self, batch, logs=None):
+        self.writer.raise_failure()
+        super().on_execution_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
 
 
 class Evaluation(AtExecutionEnd):
@@ -406,7 +513,7 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
     SIGTERM is what preemptible TPU VMs, Kubernetes and Slurm send before they kill a job; SIGINT is
     Ctrl-C. A second signal aborts at once (the process dies by that signal). In a multi-process run every
     process stops at the same step: each call ends with an all-reduce of "a signal arrived here"
-    (`distribution.any_process`), and process 0 writes the checkpoint (`save_checkpoint`). Resuming from
+    (`distribution.any_process`), and process 0 writes the checkpoint (`CheckpointWriter`). Resuming from
     the checkpoint continues exactly where the run stopped.
 
     With ``exit=True`` (the default) training then ends the script with one line on stderr and exit
@@ -417,9 +524,12 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
 
     SIGNALS = ("SIGTERM", "SIGINT")
 
-    def __init__(self, path, *, exit: bool = True, first_step: int = 0):
+    def __init__(
+        self, path, *, exit: bool = True, first_step: int = 0, writer: CheckpointWriter | None = None
+    ):
         super().__init__()
         self.path = pathlib.Path(path)
+        self.writer = writer or CheckpointWriter()
         self.exit = exit
         self.step = first_step
         self.received: int | None = None
@@ -455,7 +565,8 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         if not distribution.any_process(self._pending is not None):
             return
         self.received = self._pending or _peer_signal()
-        save_checkpoint(self.model, self.path)
+        self.writer.save(self.model, self.path)
+        self.writer.wait()
         self.model.stop_training = True
 
     def on_train_end(self, logs=None):

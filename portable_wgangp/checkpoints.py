@@ -9,23 +9,34 @@ from portable_wgangp.config import TrainConfig, UserError
 
 
 def load(path):
-    """The `WGANGP` saved at ``path``; a `UserError` when the file is missing or is not one."""
+    """The `WGANGP` saved at ``path`` (a file or an object-store URL); a `UserError` when it is missing or
+    is not one."""
+    from portable_wgangp import storage
+
+    if storage.is_url(path):
+        with storage.local_copy(str(path)) as copy:
+            return _load(copy, shown=storage.shown(str(path)))
+    return _load(path, shown=str(path))
+
+
+def _load(path, shown: str):
     import keras
 
     from portable_wgangp.model import WGANGP
 
+    path = str(path)
     if not os.path.isfile(path):
-        raise UserError(f"No checkpoint at {str(path)!r}; pass the .keras file that train wrote.")
+        raise UserError(f"No checkpoint at {shown!r}; pass the .keras file that train wrote.")
     try:
         model = keras.models.load_model(path)
     except Exception as error:
         raise UserError(
-            f"{str(path)!r} is not a portable-wgangp checkpoint (Keras cannot load it: "
+            f"{shown!r} is not a portable-wgangp checkpoint (Keras cannot load it: "
             f"{type(error).__name__}); pass the checkpoint.keras that train wrote."
         ) from error
     if not isinstance(model, WGANGP):
         raise UserError(
-            f"{str(path)!r} is not a portable-wgangp checkpoint (it holds a {type(model).__name__}); "
+            f"{shown!r} is not a portable-wgangp checkpoint (it holds a {type(model).__name__}); "
             "pass the checkpoint.keras that train wrote."
         )
     return model

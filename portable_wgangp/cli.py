@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(option, type=_PARSERS[kind], default=None, help=f"{text}(default {default})")
     train.add_argument("--preset", choices=sorted(PRESETS), help="paper: gan_toy.py's exact setting")
     train.add_argument("--config", help="a TOML file of the flags above (flags override it)")
-    train.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    train.add_argument(
+        "--out",
+        default="runs/demo",
+        help="output folder, or an object-store URL: gs://BUCKET/PATH, s3://BUCKET/PATH (default runs/demo)",
+    )
     train.add_argument(
         "--resume",
         action="store_true",
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint")
-    sample.add_argument("--checkpoint", required=True, help="a .keras file written by train")
+    sample.add_argument("--checkpoint", required=True, help="a .keras file written by train, or its URL")
     sample.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
     sample.add_argument("--label", type=int, help="the class to draw, for a conditional model")
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", help="also write the report to this JSON file")
 
     evaluate = commands.add_parser("evaluate", help="print the quality figures of a checkpoint")
-    evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train")
+    evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train, or its URL")
     evaluate.add_argument("--dataset", default="gaussians8", help="the data it was trained on")
     evaluate.add_argument(
         "--n", type=int, default=2000, help="samples to measure (default 2000; images: at most the dataset's)"
@@ -146,7 +150,7 @@ def train(args) -> int:
 def sample(args) -> int:
     import numpy as np
 
-    from portable_wgangp import checkpoints, files, plots
+    from portable_wgangp import checkpoints, files, plots, storage
 
     _check_count_and_seed(args)
     suffix = pathlib.Path(args.out).suffix
@@ -168,7 +172,7 @@ def sample(args) -> int:
             plots.image_grid(temporary, samples, rows=rows, title=f"{args.n} samples")
         else:
             plots.toy_figure(temporary, samples, title=f"{args.n} samples")
-    print(f"wrote {args.out}")
+    print(f"wrote {storage.shown(args.out)}")
     return 0
 
 
@@ -179,10 +183,8 @@ def evaluate(args) -> int:
 
     _check_count_and_seed(args)
     gan = checkpoints.load(args.checkpoint)
-    saved = pathlib.Path(args.checkpoint).with_name("config.json")
     values = config.dataset_defaults(args.dataset)
-    if saved.is_file():
-        values.update(dataclasses.asdict(config.load_saved(saved)))
+    values.update(_run_config_beside(args.checkpoint))
     values.update(dataset=args.dataset, seed=args.seed, conditional=gan.num_classes is not None)
     if config.is_toy(args.dataset):
         values.update(model="mlp")
@@ -206,13 +208,27 @@ def evaluate(args) -> int:
     return 0
 
 
+def _run_config_beside(checkpoint: str) -> dict:
+    """The settings in the config.json beside a checkpoint (a file or a URL), or {} when there is none."""
+    from portable_wgangp import config, storage
+
+    if storage.is_url(checkpoint):
+        beside = storage.join(storage.parent(checkpoint), "config.json")
+        if not storage.RemoteFolder(storage.parent(checkpoint)).exists("config.json"):
+            return {}
+        with storage.local_copy(beside) as saved:
+            return dataclasses.asdict(config.load_saved(saved))
+    saved = pathlib.Path(checkpoint).with_name("config.json")
+    return dataclasses.asdict(config.load_saved(saved)) if saved.is_file() else {}
+
+
 def stats(args) -> int:
     """Write the FID statistics of a dataset's features (pytorch-fid's and TTUR's format: mu, sigma), read
     and extracted `STATS_CHUNK` images at a time (bounded memory for a folder or a memory-mapped array)."""
     import keras
     import numpy as np
 
-    from portable_wgangp import config, files, metrics, tasks
+    from portable_wgangp import config, files, metrics, storage, tasks
 
     if not args.out.endswith(".npz"):
         raise UserError(f"--out must end in .npz, got {args.out!r}.")
@@ -244,7 +260,8 @@ def stats(args) -> int:
     with files.atomic_path(args.out) as temporary, open(temporary, "wb") as file:
         np.savez(file, mu=mu, sigma=sigma)
     name = task.extractor.name
-    print(f"wrote {args.out}: mu {mu.shape}, sigma {sigma.shape} of {len(source)} images ({name})")
+    shape = f"mu {mu.shape}, sigma {sigma.shape}"
+    print(f"wrote {storage.shown(args.out)}: {shape} of {len(source)} images ({name})")
     return 0
 
 
@@ -268,6 +285,10 @@ def _check_count_and_seed(args) -> None:
 
 
 def _check_parent_folder(path) -> None:
+    from portable_wgangp import storage
+
+    if storage.is_url(path):  # object stores have no folders to create
+        return
     parent = pathlib.Path(path).resolve().parent
     if not parent.is_dir():
         raise UserError(f"No folder {str(parent)!r} to write {path!r} into; create it first.")

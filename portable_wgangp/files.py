@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import pathlib
+import tempfile
 import warnings
 from collections.abc import Iterator
 
@@ -25,10 +26,19 @@ def partial_name(path: pathlib.Path) -> pathlib.Path:
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[pathlib.Path]:
     """Yields a temporary path to write; on success it replaces ``path`` (one rename), on failure it is
-    removed and ``path`` keeps its previous content.
+    removed and ``path`` keeps its previous content. ``path`` may be an object-store URL: the file is
+    then put there whole, in one PUT (`storage.upload`).
 
     An `OSError` (a full disk, say) is re-raised naming the file and saying that its old version is intact.
     """
+    from portable_wgangp import storage
+
+    if storage.is_url(path):
+        with tempfile.TemporaryDirectory(prefix="portable-wgangp-") as scratch:
+            temporary = pathlib.Path(scratch) / str(path).rstrip("/").rsplit("/", 1)[1]
+            yield temporary
+            storage.upload(temporary, str(path))
+        return
     path = pathlib.Path(path)
     temporary = partial_name(path)
     try:

@@ -8,7 +8,9 @@ Rules, in the order a `train` command meets them:
    replaced unless the user says so: ``--resume`` continues it, ``--overwrite`` replaces it.
 3. One writer at a time: the writer holds an OS file lock on ``DIR/.portable-wgangp.lock`` (released by
    the kernel when the process dies, however it dies); a second writer is refused with the holder's pid.
-4. Every file is replaced atomically or appended one whole line at a time (`portable_wgangp.files`).
+   On object storage (``--out gs://…``, `RemoteRunFolder`) the lock is a lock object (`object_lock`).
+4. Every file is replaced atomically or appended one whole line at a time (`portable_wgangp.files`); on
+   object storage every object is put whole (`storage`).
 5. SIGTERM / SIGINT end the run with a checkpoint at the current step (`callbacks.PreemptionCheckpoint`).
 """
 
@@ -21,10 +23,12 @@ import pathlib
 import shutil
 import socket
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 
-from portable_wgangp import files
+from portable_wgangp import files, object_lock, storage
 from portable_wgangp.config import TrainConfig, UserError, check_resume, load_saved, resolve
 
 RUN_FILES = (
@@ -51,12 +55,14 @@ class Stopped(Exception):
 
 
 class RunFolder:
-    """The output folder of a run: its files, whether it holds a run, and the one-writer lock."""
+    """The output folder of a run on a local path: its files, whether it holds a run, and the one-writer
+    lock. ``path`` is where this process writes the run's files; ``location`` is what messages name."""
 
     def __init__(self, path):
         if not str(path).strip():
             raise UserError("--out must name a folder, got an empty string.")
         self.path = pathlib.Path(path)
+        self.location = str(path)
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {str(path)!r} is a file, not a folder; choose a folder.")
         self._lock_fd: int | None = None
@@ -64,9 +70,22 @@ class RunFolder:
     def __truediv__(self, name: str) -> pathlib.Path:
         return self.path / name
 
+    def shown(self, name: str) -> str:
+        """How messages name the run file ``name``."""
+        return str(self.path / name)
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
     def run_files(self) -> list[str]:
         """The run files present (those that make the folder a run)."""
-        return [name for name in MARKERS if (self.path / name).exists()]
+        return [name for name in MARKERS if self.has(name)]
+
+    def fetch(self, names) -> None:
+        """Make the run files ``names`` readable at ``self / name`` (a local folder holds them already)."""
+
+    def publish(self) -> None:
+        """Make what was written at ``self / name`` the folder's content (a local folder already is it)."""
 
     def holder(self) -> str | None:
         """Who holds the folder's lock (``pid N on HOST``), or None when nobody does. Writes nothing."""
@@ -92,27 +111,21 @@ class RunFolder:
         """Refuse ``mode`` ("new", "resume" or "overwrite") when the folder's state forbids it. Writes
         nothing, so a refused command leaves the folder as it was. ``locked``: this process holds the lock."""
         if not locked:
-            self._refuse_if_busy()
+            holder = self.holder()
+            if holder:
+                raise object_lock.busy(self.location, holder)
         present = self.run_files()
         if mode == "new" and present:
             raise UserError(
-                f"{self.path} already holds a run ({', '.join(present)}); continue it with --resume, "
+                f"{self.location} already holds a run ({', '.join(present)}); continue it with --resume, "
                 "replace it with --overwrite, or choose another --out."
             )
-        if mode == "resume" and not (self.path / "config.json").is_file():
-            raise UserError(f"Nothing to resume in {str(self.path)!r}: it has no config.json of a run.")
-        if mode == "resume" and not (self.path / "checkpoint.keras").is_file():
+        if mode == "resume" and not self.has("config.json"):
+            raise UserError(f"Nothing to resume in {self.location!r}: it has no config.json of a run.")
+        if mode == "resume" and not self.has("checkpoint.keras"):
             raise UserError(
-                f"Nothing to resume in {str(self.path)!r}: the run stopped before its first checkpoint; "
+                f"Nothing to resume in {self.location!r}: the run stopped before its first checkpoint; "
                 "start it again with --overwrite."
-            )
-
-    def _refuse_if_busy(self, holder: str | None = None) -> None:
-        holder = holder or self.holder()
-        if holder:
-            raise UserError(
-                f"{self.path} is in use by another portable-wgangp process ({holder}); wait for it to end, "
-                "or choose another --out."
             )
 
     @contextlib.contextmanager
@@ -120,12 +133,7 @@ class RunFolder:
         """Hold the folder for writing: create it, take the lock, check ``mode`` again under the lock (a
         writer may have started meanwhile) and, for "overwrite", remove the old run's files."""
         self.check(mode)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(
-                f"Cannot create the output folder {str(self.path)!r}: {error.strerror}; choose another --out."
-            ) from error
+        self._create()
         self._lock()
         try:
             self.check(mode, locked=True)
@@ -134,6 +142,14 @@ class RunFolder:
             yield self
         finally:
             self._unlock()
+
+    def _create(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(
+                f"Cannot create the output folder {str(self.path)!r}: {error.strerror}; choose another --out."
+            ) from error
 
     def _lock(self) -> None:
         try:
@@ -145,7 +161,7 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            self._refuse_if_busy(self.holder() or "an unknown process")
+            raise object_lock.busy(self.location, self.holder() or "an unknown process") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         self._lock_fd = fd
@@ -161,6 +177,83 @@ class RunFolder:
             files.partial_name(self.path / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             shutil.rmtree(self.path / name, ignore_errors=True)
+
+
+class RemoteRunFolder(RunFolder):
+    """A run folder on object storage (``--out gs://…``, ``s3://…``): the same rules as a local one.
+
+    The run's files are written to a local staging folder (``path``) as for a local run, and `publish`
+    uploads those that changed since the last upload — each in one PUT, so an object is never seen half
+    written; ``metrics.jsonl`` is uploaded whole (object stores have no append), up to its last complete
+    line; ``checkpoint.keras`` goes last, so the objects beside a checkpoint are at least as new as it.
+    The background checkpoint writer publishes after every checkpoint, the end of the run after its
+    results. The lock is a lock object (`object_lock`). `fetch` downloads run files for a resume.
+    """
+
+    def __init__(self, url: str):
+        self.remote = storage.RemoteFolder(url)
+        self.location = self.remote.shown()
+        self.path = pathlib.Path(tempfile.mkdtemp(prefix="portable-wgangp-"))
+        weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        self._object_lock = object_lock.ObjectLock(self.remote)
+        self._published: dict[str, tuple[int, int]] = {}
+        self._publishing = threading.Lock()
+
+    def shown(self, name: str) -> str:
+        return self.remote.shown(name)
+
+    def has(self, name: str) -> bool:
+        return self.remote.exists(name)
+
+    def holder(self) -> str | None:
+        return self._object_lock.holder()
+
+    def fetch(self, names) -> None:
+        for name in names:
+            data = self.remote.read(name)
+            if data is not None:
+                (self.path / name).write_bytes(data)
+                self._published[name] = _signature(self.path / name)
+
+    def publish(self) -> None:
+        with self._publishing:
+            staged = sorted(
+                (p for p in self.path.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                key=lambda p: p.name == "checkpoint.keras",
+            )
+            for file in staged:
+                name = file.relative_to(self.path).as_posix()
+                signature = _signature(file)
+                if self._published.get(name) == signature:
+                    continue
+                data = file.read_bytes()
+                if name.endswith(".jsonl"):
+                    data = data[: data.rfind(b"\n") + 1]  # whole lines only: a line may be half appended
+                self.remote.write(name, data)
+                self._published[name] = signature
+
+    def _create(self) -> None:
+        self.remote.list()  # a missing bucket or refused credentials fail here, before anything is written
+
+    def _lock(self) -> None:
+        self._object_lock.acquire()
+
+    def _unlock(self) -> None:
+        self._object_lock.release()
+
+    def _clear(self) -> None:
+        for name in (*RUN_FILES, *RUN_FOLDERS):
+            self.remote.remove(name)
+
+
+def run_folder(out: str) -> RunFolder:
+    """The run folder ``--out`` names: a local path or an object-store URL."""
+    return RemoteRunFolder(out) if storage.is_url(out) else RunFolder(out)
+
+
+def _signature(path: pathlib.Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_mtime_ns, status.st_size
 
 
 # -- a training run ----------------------------------------------------------------------------------
@@ -187,10 +280,11 @@ def train(request: TrainRequest) -> int:
 
     if request.resume and request.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them.")
-    folder = RunFolder(request.out)
+    folder = run_folder(request.out)
     mode = "resume" if request.resume else "overwrite" if request.overwrite else "new"
     folder.check(mode)
     if request.resume:
+        folder.fetch(("config.json", "checkpoint.keras", "metrics.jsonl"))
         config = check_resume(load_saved(folder / "config.json"), request.requested, folder / "config.json")
     else:
         config = resolve(request.requested, request.preset)
@@ -206,6 +300,7 @@ def train(request: TrainRequest) -> int:
         with folder.claim(mode):
             files.write_json(folder / "config.json", dataclasses.asdict(config))
             _keep_records_until(folder / "metrics.jsonl", done)
+            folder.publish()
             return _fit_and_finish(config, task, gan, folder, done, best, request.quiet)
 
 
@@ -215,12 +310,12 @@ def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
     from portable_wgangp import checkpoints, tasks
 
     gan = checkpoints.load(folder / "checkpoint.keras")
-    checkpoints.check_matches(gan, config, task, folder / "checkpoint.keras")
+    checkpoints.check_matches(gan, config, task, folder.shown("checkpoint.keras"))
     gan.execution_steps = config.steps_per_execution
     done = int(gan.generator_optimizer.iterations)
     if done > config.steps:
         raise UserError(
-            f"The run in {folder.path} is at step {done}, past --steps {config.steps}; pass --steps "
+            f"The run in {folder.location} is at step {done}, past --steps {config.steps}; pass --steps "
             f"{done} or more."
         )
     planned = gan.generator_optimizer.get_config()["learning_rate"]
@@ -249,11 +344,12 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
 
     print(
         f"portable-wgangp: {config.dataset}, {config.steps} steps, {keras.backend.backend()} backend "
-        f"-> {folder.path}",
+        f"-> {folder.location}",
         flush=True,
     )
     started = time.perf_counter()
-    fit_callbacks = training_callbacks(config, task, folder, done, best, quiet)
+    writer = callbacks.CheckpointWriter(folder.publish, lambda path: folder.shown(pathlib.Path(path).name))
+    fit_callbacks = training_callbacks(config, task, folder, done, best, quiet, writer)
     preemption, evaluation = fit_callbacks[0], fit_callbacks[1]
     if done < config.steps:
         gan.fit(
@@ -266,30 +362,39 @@ def _fit_and_finish(config, task, gan, folder: RunFolder, done: int, best: dict,
     if preemption.received is not None:
         import signal
 
+        folder.publish()  # the metrics of the last call were logged after the checkpoint was put
+
         raise Stopped(
             128 + preemption.received,
             f"stopped by {signal.Signals(preemption.received).name} at step {preemption.step}; checkpoint "
-            f"saved to {folder / 'checkpoint.keras'}; continue with: portable-wgangp train --resume --out "
-            f"{folder.path}",
+            f"saved to {folder.shown('checkpoint.keras')}; continue with: portable-wgangp train --resume "
+            f"--out {folder.location}",
         )
     seconds = time.perf_counter() - started
-    callbacks.save_checkpoint(gan, folder / "checkpoint.keras")
+    writer.save(gan, folder / "checkpoint.keras")
     quality = _write_results(gan, config, task, folder, evaluation)
+    writer.wait()
+    folder.publish()
     print(f"done in {seconds:.1f} s: " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     for name in RUN_FILES:
         if (folder / name).is_file():
-            print(f"  {folder / name}")
+            print(f"  {folder.shown(name)}")
     return 0
 
 
-def training_callbacks(config, task, folder: RunFolder, done: int, best: dict, quiet: bool) -> list:
+def training_callbacks(
+    config, task, folder: RunFolder, done: int, best: dict, quiet: bool, writer=None
+) -> list:
     """What a ``train`` run hands `WGANGP.fit`, in order: the preemption checkpoint, the evaluation (these
     two first), the metrics log, checkpoints, pictures, TensorBoard, the heap release and the progress bar.
-    ``done``: the steps a resumed run has done; ``best``: its earlier best evaluation (`_earlier_best`)."""
+    ``done``: the steps a resumed run has done; ``best``: its earlier best evaluation (`_earlier_best`);
+    ``writer``: the `callbacks.CheckpointWriter` both checkpoints share (default: a new one)."""
     from portable_wgangp import callbacks
 
+    writer = writer or callbacks.CheckpointWriter()
+    path = folder / "checkpoint.keras"
     return [
-        callbacks.PreemptionCheckpoint(folder / "checkpoint.keras", exit=False, first_step=done),
+        callbacks.PreemptionCheckpoint(path, exit=False, first_step=done, writer=writer),
         callbacks.Evaluation(
             config.eval_every,
             lambda model: task.quality(model, initial=False),
@@ -299,7 +404,7 @@ def training_callbacks(config, task, folder: RunFolder, done: int, best: dict, q
             **best,
         ),
         callbacks.MetricsLog(folder / "metrics.jsonl", first_step=done),
-        callbacks.Checkpoint(folder / "checkpoint.keras", config.checkpoint_every, first_step=done),
+        callbacks.Checkpoint(path, config.checkpoint_every, first_step=done, writer=writer),
         callbacks.Every(
             config.checkpoint_every,
             lambda model, step: _picture(task, model, folder / "samples.png", config, step),

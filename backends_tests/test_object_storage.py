@@ -1,0 +1,255 @@
+"""Run folders on object storage (``--out gs://…``, ``s3://…``): the run folder's rules hold there, against
+real protocol servers started on 127.0.0.1 (`object_stores`): a GCS emulator and moto's S3 server.
+
+Select them with ``-m object_store``. In-process commands go through `cli.main`; the one-line errors of
+real processes, signals and a store that goes away during an upload run the CLI as a process.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND
+from test_resume import assert_same_weights
+
+from portable_wgangp import callbacks, cli, object_lock, runs, storage
+
+pytestmark = pytest.mark.object_store
+
+SHORT = ["--steps", "6", "--batch-size", "16", "--width", "8", "--depth", "1", "--checkpoint-every", "3"]
+LONG = ["--steps", "300", "--batch-size", "32", "--width", "32", "--checkpoint-every", "10", "--quiet"]
+RUN_OBJECTS = {
+    "checkpoint.keras",
+    "config.json",
+    "metrics.jsonl",
+    "quality.json",
+    "samples.png",
+    "losses.png",
+}
+
+
+@pytest.fixture(params=["gs", "s3"])
+def server(request):
+    return request.getfixturevalue({"gs": "gcs_server", "s3": "s3_server"}[request.param])
+
+
+def train(out, *extra):
+    return cli.main(["train", "--out", str(out), "--quiet", *SHORT, *extra])
+
+
+def error_of(capfd) -> str:
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def objects(url) -> dict:
+    folder = storage.RemoteFolder(url)
+    return {name: folder.read(name) for name in folder.list()}
+
+
+def steps_logged(url) -> list:
+    data = storage.RemoteFolder(url).read("metrics.jsonl") or b""
+    return [json.loads(line)["step"] for line in data.decode().splitlines()]
+
+
+def weights(url) -> list:
+    with storage.local_copy(storage.join(url, "checkpoint.keras")) as path:
+        gan = keras.models.load_model(path)
+    return gan.get_weights() + [np.asarray(v) for v in gan.critic_optimizer.variables]
+
+
+def test_a_run_on_a_store_holds_every_file_and_keeps_the_folder_rules(server, tmp_path, capfd):
+    url = server.new_url()
+    assert train(url) == 0
+    stored = objects(url)
+    assert RUN_OBJECTS <= set(stored) and any(name.startswith("tensorboard/") for name in stored)
+    assert not [name for name in stored if name.startswith(".")], "no lock object or partial file is left"
+    assert steps_logged(url) == [1, 2, 3, 4, 5, 6]
+    capfd.readouterr()
+
+    assert train(url) == 2  # a rerun is refused and changes nothing
+    message = error_of(capfd)
+    assert "already holds a run" in message and url in message
+    assert objects(url) == stored
+
+    assert train(url, "--resume", "--steps", "9") == 0
+    assert steps_logged(url) == list(range(1, 10))
+    assert train(url, "--overwrite", "--steps", "4") == 0
+    assert steps_logged(url) == [1, 2, 3, 4]
+
+    checkpoint = storage.join(url, "checkpoint.keras")
+    assert cli.main(["sample", "--checkpoint", checkpoint, "--n", "64", "--out", url + "/s.npy"]) == 0
+    assert "s.npy" in storage.RemoteFolder(url).list()
+    capfd.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", checkpoint, "--n", "200"]) == 0
+    assert "modes_covered" in json.loads(capfd.readouterr().out)
+
+
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(server, capfd):
+    url = server.new_url()
+    with runs.run_folder(url).claim("new"):  # this process holds the lock, as a running train would
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            assert train(url, *extra) == 2
+            message = error_of(capfd)
+            assert "in use by another portable-wgangp process" in message and f"pid {os.getpid()}" in message
+    assert ".portable-wgangp.lock" not in storage.RemoteFolder(url).list()  # released with the holder
+
+    folder = storage.RemoteFolder(url)
+    dead = {"pid": 2**22 + 7, "host": socket.gethostname(), "heartbeat": time.time()}
+    elsewhere = {"pid": 1, "host": "another-host", "heartbeat": time.time() - object_lock.TIMEOUT_SECONDS - 5}
+    alive = {"pid": 1, "host": "another-host", "heartbeat": time.time()}
+    for record, why in [(dead, "no longer runs"), (elsewhere, "heartbeat is")]:
+        folder.write(object_lock.NAME, json.dumps(record).encode())
+        assert train(url, "--overwrite") == 0
+        out = capfd.readouterr().out
+        assert f"took over the lock of {url}" in out and why in out
+    folder.write(object_lock.NAME, json.dumps(alive).encode())
+    assert train(url, "--overwrite") == 2
+    assert "pid 1 on another-host" in error_of(capfd)
+
+
+def test_the_lock_is_a_conditional_create(s3_server, gcs_server):
+    """Proven on the S3 server (it honours ``If-None-Match: *``); the GCS emulator ignores
+    ``ifGenerationMatch=0``, so there the test shows that the lock's create sends it."""
+    s3 = storage.RemoteFolder(s3_server.new_url())
+    assert s3.create("x", b"first") is True
+    assert s3.create("x", b"second") is False
+    assert s3.read("x") == b"first"
+
+    gcs_server.servers.command("gcs_insert_queries")  # forget earlier inserts
+    storage.RemoteFolder(gcs_server.new_url()).create("x", b"first")
+    queries = gcs_server.servers.command("gcs_insert_queries")
+    assert queries and queries[-1].get("ifGenerationMatch") == ["0"], queries
+
+
+def test_a_missing_bucket_or_refused_credentials_write_nothing_and_show_no_secret(server, capfd):
+    url = f"{server.scheme}://no-such-bucket/run"
+    assert train(url) == 2
+    message = error_of(capfd)
+    assert "no-such-bucket" in message and "bucket does not exist" in message
+
+    secret_url = f"{server.scheme}://someone:s3cr3t-k3y@no-such-bucket/run?X-Signature=s3cr3t-sig"
+    assert train(secret_url) == 2
+    message = error_of(capfd)
+    assert "no-such-bucket" in message and "s3cr3t" not in message
+
+    if server.scheme == "s3":  # moto checks credentials when told to: unknown keys are refused
+        url = server.new_url()
+        server.servers.command("check_credentials on")
+        try:
+            assert train(url) == 2
+        finally:
+            server.servers.command("check_credentials off")
+        message = error_of(capfd)
+        assert url in message and "access refused" in message
+        assert storage.RemoteFolder(url).list() == []
+
+
+def start_cli(*arguments, cwd=None, env=None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "portable_wgangp", *arguments]
+    environment = {**os.environ, "KERAS_BACKEND": BACKEND, **(env or {})}
+    return subprocess.Popen(
+        command, env=environment, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_checkpoint(process, url, timeout=300) -> None:
+    folder = storage.RemoteFolder(url)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not folder.exists("checkpoint.keras"):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    process = start_cli("train", "--out", str(out), *LONG)
+    assert process.wait(timeout=600) == 0, process.communicate()[1][-2000:]
+    gan = keras.models.load_model(out / "checkpoint.keras")
+    return gan.get_weights() + [np.asarray(v) for v in gan.critic_optimizer.variables]
+
+
+def resume_on_a_fresh_machine(url, tmp_path):
+    """``train --resume`` from an empty working folder and an empty home (all it needs is on the store);
+    what it printed."""
+    fresh = tmp_path / "fresh"
+    (fresh / "home").mkdir(parents=True)
+    process = start_cli(
+        "train", "--resume", "--out", url, "--quiet", cwd=fresh, env={"HOME": str(fresh / "home")}
+    )
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-2000:]
+    return stdout
+
+
+def test_sigterm_saves_to_the_store_and_a_fresh_machine_resumes_exactly(server, uninterrupted, tmp_path):
+    url = server.new_url()
+    process = start_cli("train", "--out", url, *LONG)
+    wait_for_checkpoint(process, url)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-2000:]
+    line = stderr.strip().splitlines()
+    assert len(line) == 1 and f"saved to {url}/checkpoint.keras" in line[0], stderr
+    stopped_at = steps_logged(url)[-1]
+    assert 10 <= stopped_at < 300
+    resume_on_a_fresh_machine(url, tmp_path)
+    assert_same_weights(weights(url), uninterrupted)
+    assert steps_logged(url) == list(range(1, 301))
+
+
+def test_a_store_gone_during_an_upload_stops_with_one_line_and_the_run_resumes_when_back(
+    s3_server, uninterrupted, tmp_path
+):
+    url = s3_server.new_url()
+    process = start_cli("train", "--out", url, *LONG)
+    wait_for_checkpoint(process, url)
+    s3_server.stop()
+    try:
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        s3_server.start()
+    assert process.returncode == 2, stderr[-2000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{url}/checkpoint.keras" in lines[0] and "--resume" in lines[0], stderr
+    kept = weights(url)  # the previous checkpoint is intact
+    assert len(kept) == len(uninterrupted)
+    printed = resume_on_a_fresh_machine(url, tmp_path)  # the lock the stopped run could not remove
+    assert f"took over the lock of {url}" in printed
+    assert_same_weights(weights(url), uninterrupted)
+    assert steps_logged(url) == list(range(1, 301))
+
+
+def test_training_goes_on_while_a_slow_store_uploads(s3_server):
+    """Each PUT of the S3 server takes 1.5 s: the steps after a checkpoint do not wait for it."""
+    s3_server.servers.command("slow_put 1.5")
+    from test_preemption import small_gan_and_data
+
+    gan, data = small_gan_and_data()
+    data = np.tile(data, (8, 1))  # 15 generator steps of batch 32 with 2 critic steps each
+    folder = runs.RemoteRunFolder(s3_server.new_url())
+    writer = callbacks.CheckpointWriter(folder.publish)
+    ended = []
+    timing = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ended.append(time.monotonic())
+    )
+    gan.fit(
+        data,
+        epochs=1,
+        steps_per_epoch=15,
+        verbose=0,
+        callbacks=[callbacks.Checkpoint(folder / "checkpoint.keras", 10, writer=writer), timing],
+    )
+    # steps 11-15 ran while step 10's checkpoint was uploading (the fit's end waited for it)
+    s3_server.servers.command("slow_put 0")
+    assert ended[14] - ended[9] < 1.0, np.diff(ended)
+    assert storage.RemoteFolder(folder.location).exists("checkpoint.keras")
