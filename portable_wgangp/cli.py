@@ -266,14 +266,15 @@ def stats(args) -> int:
 
 
 def _read_stats(path) -> dict:
-    import numpy as np
+    from portable_wgangp import data, storage
 
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with data.load_array(path) as archive:
             return {"mu": archive["mu"], "sigma": archive["sigma"]}
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, AttributeError) as error:
         raise UserError(
-            f"Cannot read FID statistics from {path!r} ({error}); pass a .npz with arrays mu and sigma."
+            f"Cannot read FID statistics from {storage.shown(path)!r} ({data.numpy_reason(error)}); pass a "
+            ".npz with arrays mu and sigma."
         ) from error
 
 

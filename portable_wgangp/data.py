@@ -626,29 +626,51 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return images.astype("float32"), bunch.target.astype("int32")
 
 
+def load_array(path: str):
+    """``np.load(path)`` without pickles, for a path or an object-store URL (read through byte ranges)."""
+    from portable_wgangp import storage
+
+    if storage.is_url(path):
+        return np.load(storage.open_object(path), allow_pickle=False)
+    return np.load(path, allow_pickle=False)
+
+
+def numpy_reason(error: BaseException) -> str:
+    """Why numpy could not read a file, in words for the user: a file of pickled Python objects is named so,
+    without numpy's advice to unpickle it (unpickling an untrusted file runs its code)."""
+    if any(word in str(error).lower() for word in ("pickle", "object array", "python objects")):
+        return "it holds pickled Python objects, which are never loaded: unpickling runs code; store numbers"
+    return str(error)
+
+
 def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (and labels, if the file has ``labels`` or ``y``) from a ``.npz`` file.
 
     ``key`` names the image array (default: ``x``, ``images`` or the only array). Images of shape
     ``(N, H, W)`` gain a channel axis; integer images are scaled to [-1, 1] by their bit depth.
     """
+    from portable_wgangp import storage
+
+    shown = storage.shown(path)
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = load_array(path)
         names = list(archive.files)
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(
-            f"Cannot read {path!r} as a .npz file ({error}); pass a file np.savez wrote."
+            f"Cannot read {shown!r} as a .npz file ({numpy_reason(error)}); pass a file np.savez wrote."
         ) from error
     if key is None:
         key = next((k for k in ("x", "images") if k in names), names[0] if len(names) == 1 else None)
     if key not in names:
-        raise ValueError(f"{path!r} holds arrays {names}; name the images with npz:{path}:KEY.")
+        raise ValueError(f"{shown!r} holds arrays {names}; name the images with npz:{shown}:KEY.")
     try:
         images = archive[key]
     except ValueError as error:  # object arrays need pickles, which are never loaded
-        raise ValueError(f"{path!r}: array {key!r} cannot be read ({error}); store numbers.") from error
+        raise ValueError(f"{shown!r}: array {key!r} cannot be read ({numpy_reason(error)}).") from error
     if images.ndim not in (3, 4):
-        raise ValueError(f"Images in {path!r} must have shape (N, H, W) or (N, H, W, C), got {images.shape}.")
+        raise ValueError(
+            f"Images in {shown!r} must have shape (N, H, W) or (N, H, W, C), got {images.shape}."
+        )
     images = images[..., None] if images.ndim == 3 else images
     label_key = next((k for k in ("labels", "y") if k in names and k != key), None)
     images = scale_images(images)

@@ -8,8 +8,10 @@ read it ahead of the step (0 for memory). Three kinds:
 
 - `ArraySource`: samples already in memory (arrays, ``digits``, ``npz:``);
 - `MemmapSource`: a ``.npy`` file memory-mapped (``npy:PATH``): integer images stay on disk at their bit
-  depth (uint8, uint16) and are scaled per read, so arrays larger than memory train;
-- `ImageFolderSource`: a folder of PNG/JPEG files (``images:DIR``), decoded and resized per read.
+  depth (uint8, uint16) and are scaled per read, so arrays larger than memory train; on object storage
+  (``npy:gs://…``) the rows of a read are fetched as byte ranges (`RemoteNpy`), never the whole file;
+- `ImageFolderSource`: a folder of PNG/JPEG files (``images:DIR``, or ``images:gs://BUCKET/DIR``,
+  ``s3://…``: listed once), decoded and resized per read.
 
 Only the file listing and the labels are held in memory (about 100 bytes a file): a folder of millions of
 images trains in the same memory as a folder of hundreds. `portable_wgangp.data` draws the minibatches.
@@ -57,12 +59,17 @@ class MemmapSource:
     """
 
     def __init__(self, path: str, labels: str | None = None, workers: int = 0):
-        self.name, self.workers = path, workers
+        from portable_wgangp import storage
+
+        self.name, self.workers = storage.shown(path), workers
         try:
-            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+            self.array = (
+                RemoteNpy(path) if storage.is_url(path) else np.load(path, mmap_mode="r", allow_pickle=False)
+            )
         except (OSError, ValueError) as error:
             raise ValueError(
-                f"Cannot read {path!r} as a .npy file ({error}); pass a file np.save wrote."
+                f"Cannot read {self.name!r} as a .npy file ({data.numpy_reason(error)}); pass a file np.save "
+                "wrote."
             ) from error
         if self.array.ndim not in (3, 4):
             raise ValueError(
@@ -75,9 +82,12 @@ class MemmapSource:
         self.labels = None
         if labels is not None:
             try:
-                values = np.load(labels, allow_pickle=False)
+                values = data.load_array(labels)
             except (OSError, ValueError) as error:
-                raise ValueError(f"Cannot read the labels {labels!r} ({error}); pass a .npy file.") from error
+                raise ValueError(
+                    f"Cannot read the labels {storage.shown(labels)!r} ({data.numpy_reason(error)}); pass a "
+                    ".npy file."
+                ) from error
             self.labels = data.as_labels(values, len(self.array))
 
     def _check_in_chunks(self) -> None:
@@ -102,6 +112,46 @@ class MemmapSource:
         return result
 
 
+class RemoteNpy:
+    """A ``.npy`` array on object storage, read by byte ranges: ``shape``, ``dtype``, ``ndim``, ``len`` and
+    indexing by a slice or an integer array (what `MemmapSource` needs of a memory map). The header is
+    read once (`numpy.lib.format`); a read of k rows fetches k ranges concurrently."""
+
+    def __init__(self, url: str):
+        from numpy.lib import format as npy
+
+        from portable_wgangp import storage
+
+        self.folder = storage.RemoteFolder(storage.parent(url))
+        self.object = url.rstrip("/").rsplit("/", 1)[1]
+        with self.folder.open(self.object) as file:
+            version = npy.read_magic(file)
+            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            self.shape, fortran_order, self.dtype = header(file)
+            self.offset = file.tell()
+        if fortran_order or self.dtype.hasobject:
+            raise ValueError("the array is in Fortran order or holds Python objects; save a C-order array")
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
+        if isinstance(key, slice) and len(rows):  # one range for a contiguous slice
+            starts, ends = (
+                [self.offset + rows[0] * self.row_bytes],
+                [self.offset + (rows[-1] + 1) * self.row_bytes],
+            )
+        else:
+            starts = [self.offset + int(r) * self.row_bytes for r in rows]
+            ends = [start + self.row_bytes for start in starts]
+        chunks = self.folder.read_ranges(self.object, starts, ends) if len(rows) else []
+        flat = np.frombuffer(b"".join(chunks), dtype=self.dtype)
+        return flat.reshape((len(rows), *self.shape[1:]))
+
+
 class ImageFolderSource:
     """PNG/JPEG files under ``folder``, resized to ``size``×``size`` RGB and scaled to [-1, 1] when read.
 
@@ -113,22 +163,36 @@ class ImageFolderSource:
     """
 
     def __init__(self, folder: str, size: int = 32, workers: int = DEFAULT_WORKERS):
-        root = pathlib.Path(folder)
-        if not root.is_dir():
-            raise ValueError(f"No folder at {folder!r}; pass images:DIR with a folder of PNG or JPEG files.")
-        self.name, self.size, self.workers = folder, size, workers
-        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        from portable_wgangp import storage
+
+        self.name, self.size, self.workers = storage.shown(folder), size, workers
+        self.remote = storage.RemoteFolder(folder) if storage.is_url(folder) else None
+        listing = _remote_listing(self.remote) if self.remote else _local_listing(folder)
+        classes = sorted({c for c, _ in listing if c})
         if classes:
-            listed = [(c, _image_names(root / c)) for c in classes]
-            self.paths = [str(root / c / name) for c, names in listed for name in names]
-            self.labels = np.repeat(np.arange(len(classes), dtype="int32"), [len(n) for _, n in listed])
+            names = [(c, name) for c, name in listing if c]
+            index = {c: i for i, c in enumerate(classes)}
+            self.paths = [f"{c}/{name}" for c, name in names]
+            self.labels = np.array([index[c] for c, _ in names], dtype="int32")
         else:
-            self.paths = [str(root / name) for name in _image_names(root)]
+            self.paths = [name for _, name in listing]
             self.labels = None
         if not self.paths:
-            raise ValueError(f"No PNG or JPEG images in {folder!r}.")
+            raise ValueError(f"No PNG or JPEG images in {self.name!r}.")
+        self.root = folder
         self.sample_shape = (size, size, 3)
-        read_image(self.paths[0], size)
+        self._read(0)
+
+    def _read(self, index: int) -> np.ndarray:
+        if self.remote is None:
+            return read_image(os.path.join(self.root, self.paths[index]), self.size)
+        import io
+
+        return read_image(
+            io.BytesIO(self.remote.read(self.paths[index]) or b""),
+            self.size,
+            self.remote.shown(self.paths[index]),
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -136,22 +200,52 @@ class ImageFolderSource:
     def read(self, indices: np.ndarray) -> np.ndarray:
         images = np.empty((len(indices), *self.sample_shape), dtype="float32")
         for row, index in enumerate(indices):
-            images[row] = read_image(self.paths[index], self.size)
+            images[row] = self._read(index)
         images *= 2.0  # in place: no second copy of the round
         images -= 1.0
         return images
 
 
-def _image_names(folder: pathlib.Path) -> list[str]:
-    return sorted(
-        entry.name
-        for entry in os.scandir(folder)
-        if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-    )
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def read_image(path, size: int) -> np.ndarray:
-    """One image file as float32 RGB ``(size, size, 3)`` in [0, 1], resized bilinearly.
+def _local_listing(folder: str) -> list[tuple[str, str]]:
+    """``(class, name)`` of the images of a local folder: files directly in it (class "") and in its
+    sub-folders, sorted."""
+    root = pathlib.Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"No folder at {folder!r}; pass images:DIR with a folder of PNG or JPEG files.")
+    listing = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir():
+            listing += [
+                (entry.name, e.name)
+                for e in sorted(os.scandir(entry), key=lambda e: e.name)
+                if e.is_file() and _is_image(e.name)
+            ]
+        elif entry.is_file() and _is_image(entry.name):
+            listing.append(("", entry.name))
+    return listing
+
+
+def _remote_listing(folder) -> list[tuple[str, str]]:
+    """``(class, name)`` of the images below a folder URL, from one listing of the store."""
+    listing = []
+    for name in folder.list():
+        parts = name.split("/")
+        if len(parts) <= 2 and _is_image(parts[-1]):
+            listing.append(("", parts[0]) if len(parts) == 1 else (parts[0], parts[1]))
+    if not listing and not folder.list():
+        raise ValueError(
+            f"No objects below {folder.shown()!r}; pass images:URL of a folder of PNG or JPEG files."
+        )
+    return sorted(listing)
+
+
+def read_image(path, size: int, name: str | None = None) -> np.ndarray:
+    """One image file (a path or a binary file object, named ``name`` in errors) as float32 RGB
+    ``(size, size, 3)`` in [0, 1], resized bilinearly.
 
     16-bit images (PNG modes ``I;16``/``I``) are read at 16 bits and scaled by 65535, 8-bit ones by 255.
     """
@@ -161,7 +255,9 @@ def read_image(path, size: int) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
     except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"Cannot read the image {str(path)!r} ({error}); remove or replace it.") from error
+        raise ValueError(
+            f"Cannot read the image {name or str(path)!r} ({error}); remove or replace it."
+        ) from error
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         gray = Image.fromarray(np.asarray(image, dtype="float32") / 65535.0, mode="F")
         channel = np.asarray(gray.resize((size, size), Image.BILINEAR), dtype="float32")
@@ -173,15 +269,17 @@ def read_image(path, size: int) -> np.ndarray:
 def open_source(spec: str, size: int = 32, workers: int = DEFAULT_WORKERS):
     """The source of a dataset spec: ``digits``, ``npz:PATH[:KEY]`` (in memory), ``npy:PATH[:LABELS]``
     (memory-mapped) or ``images:DIR`` (streamed by ``workers`` threads); a ValueError says what is wrong
-    with it."""
+    with it. PATH and DIR may be object-storage URLs (``gs://…``, ``s3://…``)."""
+    from portable_wgangp import storage
+
     if spec == "digits":
         return ArraySource(*data.digits(), name="digits")
     kind, _, rest = spec.partition(":")
     if kind == "npz" and rest:
-        path, _, key = rest.partition(":")
-        return ArraySource(*data.load_npz(path, key or None), name=spec)
+        path, key = storage.split_spec(rest)
+        return ArraySource(*data.load_npz(path, key or None), name=storage.shown(path))
     if kind == "npy" and rest:
-        path, _, labels = rest.partition(":")
+        path, labels = storage.split_spec(rest)
         return MemmapSource(path, labels or None)
     if kind == "images" and rest:
         return ImageFolderSource(rest, size, workers)

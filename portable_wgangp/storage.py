@@ -61,6 +61,12 @@ class RemoteFolder:
 
     def __init__(self, url: str):
         self.url = shown(url).rstrip("/")
+        parts = urllib.parse.urlsplit(url)
+        if parts.username or parts.password or parts.query:
+            raise UserError(
+                f"{self.url} carries credentials or a signed query in the URL; give credentials through the "
+                "environment (e.g. GOOGLE_APPLICATION_CREDENTIALS, AWS_ACCESS_KEY_ID) and pass the bare URL."
+            )
         self.fs, self.root = _filesystem(url)
 
     def shown(self, name: str = "") -> str:
@@ -114,6 +120,12 @@ class RemoteFolder:
     def open(self, name: str):
         """A seekable binary file over the object: reads fetch byte ranges, not the whole object."""
         return self._call("read", name, lambda path: self.fs.open(path, "rb"))
+
+    def read_ranges(self, name: str, starts: list[int], ends: list[int]) -> list[bytes]:
+        """The bytes ``[start, end)`` of the object, for each pair, fetched concurrently."""
+        return self._call(
+            "read", name, lambda path: self.fs.cat_ranges([path] * len(starts), list(starts), list(ends))
+        )
 
     def list(self, name: str = "") -> list[str]:
         """The names of all objects below ``name`` (relative to this folder), sorted."""
@@ -197,6 +209,27 @@ def local_copy(url: str) -> Iterator[pathlib.Path]:
         path = pathlib.Path(scratch) / name
         path.write_bytes(data)
         yield path
+
+
+def split_spec(rest: str) -> tuple[str, str]:
+    """``PATH[:EXTRA]`` of a dataset spec, where PATH (and EXTRA) may be URLs: ``("gs://b/x.npz", "key")``
+    from ``gs://b/x.npz:key``, ``("gs://b/x.npy", "gs://b/y.npy")`` from ``gs://b/x.npy:gs://b/y.npy``."""
+    if not is_url(rest):
+        path, _, extra = rest.partition(":")
+        return path, extra
+    scheme, after = rest.split("://", 1)
+    second = re.search(r":(?=[a-zA-Z][a-zA-Z0-9+.-]*://)", after)  # EXTRA is a URL too
+    if second:
+        return f"{scheme}://{after[: second.start()]}", after[second.end() :]
+    head, separator, tail = after.rpartition(":")
+    if separator and "/" not in tail:
+        return f"{scheme}://{head}", tail
+    return rest, ""
+
+
+def open_object(url: str):
+    """A seekable binary file over the object at ``url`` (byte-range reads)."""
+    return RemoteFolder(parent(url)).open(url.rstrip("/").rsplit("/", 1)[1])
 
 
 def upload(path: pathlib.Path, url: str) -> None:
