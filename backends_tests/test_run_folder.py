@@ -220,3 +220,31 @@ def test_a_folder_of_other_files_is_not_a_run_and_keeps_them(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert train(tmp_path, "--overwrite") == 0
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_refusal_of_process_0_is_the_same_line_in_every_process(tmp_path):
+    """2 processes of one run whose --out cannot be created (it lies below a file): process 0 refuses,
+    and every process prints that one line and exits 2 (not a failed collective in the others)."""
+    import subprocess
+    import sys
+
+    from test_distribution import TIMEOUT, process_environments
+    from test_preemption import MULTI_PROCESS
+
+    strategy, processes = MULTI_PROCESS
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "run"
+    command = [sys.executable, "-m", "portable_wgangp", "train", "--out", str(out), "--strategy", strategy]
+    running = [
+        subprocess.Popen(
+            [*command, *SHORT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for env in process_environments(strategy, processes, processes)
+    ]
+    errors = []
+    for process in running:
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 2, stderr[-3000:]
+        errors.append(stderr.strip().splitlines())
+    assert all(len(lines) == 1 for lines in errors), errors
+    assert len({lines[0] for lines in errors}) == 1 and "Cannot create the output folder" in errors[0][0]

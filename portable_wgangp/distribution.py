@@ -91,6 +91,65 @@ def any_process(flag: bool) -> bool:
     return flag
 
 
+MESSAGE_BYTES = 2048  # what `first_process_says` carries at most (UTF-8)
+
+
+def first_process_says(message: str | None) -> str | None:
+    """Process 0's ``message`` in every process of a multi-process run (``message`` itself in one
+    process): how a refusal that only process 0 can see (the run folder's) reaches every process, so all
+    exit with the same line instead of the others failing in their next collective.
+
+    A collective: every process calls it at the same point. torch broadcasts from rank 0; JAX broadcasts
+    process 0's bytes (`multihost_utils.broadcast_one_to_all`); TensorFlow sums across the workers of a
+    `MultiWorkerMirroredStrategy`, where only worker 0 contributes.
+    """
+    name = keras.backend.backend()
+    if name == "torch":
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            carried = [message]
+            dist.broadcast_object_list(carried, src=0)
+            return carried[0]
+    elif name == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return _decode(multihost_utils.broadcast_one_to_all(_encode(message)))
+    else:
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            import numpy as np
+
+            mine = _encode(message if process_index() == 0 else None).astype("int32")
+            summed = strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(mine)), axis=None
+            )
+            return _decode(np.asarray(summed))
+    return message
+
+
+def _encode(message: str | None):
+    """``message`` as `MESSAGE_BYTES` uint8 (zeros for None), cut at a character boundary."""
+    import numpy as np
+
+    data = (message or "").encode()[:MESSAGE_BYTES].decode(errors="ignore").encode()
+    array = np.zeros(MESSAGE_BYTES, dtype="uint8")
+    array[: len(data)] = np.frombuffer(data, dtype="uint8")
+    return array
+
+
+def _decode(array) -> str | None:
+    import numpy as np
+
+    data = np.asarray(array).astype("uint8").tobytes().rstrip(b"\0")
+    return data.decode() if data else None
+
+
 def num_replicas() -> int:
     """Data-parallel replicas of the run in force (1 when none), seen from outside the training step."""
     name = keras.backend.backend()

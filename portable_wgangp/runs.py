@@ -292,16 +292,36 @@ def train(request: TrainRequest) -> int:
     with pw.distribute(config.strategy):
         gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
         backend.drop_compiled()  # what building compiled is not needed for training (host_memory)
-        done = int(gan.generator_optimizer.iterations)
+        done = _step(gan)
         best = _earlier_best(folder / "metrics.jsonl", task.score, done) if request.resume else {}
         if distribution.process_index() > 0:  # the others do what process 0 does (collectives), in scratch
+            refusal = distribution.first_process_says(None)
+            if refusal:
+                raise UserError(refusal)
             with tempfile.TemporaryDirectory() as scratch:
                 return _fit_and_finish(config, task, gan, RunFolder(scratch), done, best, quiet=True)
-        with folder.claim(mode):
+        with _claimed_by_all(folder, mode):
             files.write_json(folder / "config.json", dataclasses.asdict(config))
             _keep_records_until(folder / "metrics.jsonl", done)
             folder.publish()
             return _fit_and_finish(config, task, gan, folder, done, best, request.quiet)
+
+
+@contextlib.contextmanager
+def _claimed_by_all(folder: RunFolder, mode: str) -> Iterator[RunFolder]:
+    """Process 0 claims ``folder`` (`RunFolder.claim`) and tells every other process whether it could:
+    a refusal (a held lock, a folder that cannot be created) is the same one line in every process."""
+    from portable_wgangp import distribution
+
+    claimed = contextlib.ExitStack()
+    try:
+        claimed.enter_context(folder.claim(mode))
+    except UserError as error:
+        distribution.first_process_says(str(error))
+        raise
+    distribution.first_process_says(None)
+    with claimed:
+        yield folder
 
 
 def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
@@ -312,7 +332,7 @@ def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
     gan = checkpoints.load(folder / "checkpoint.keras")
     checkpoints.check_matches(gan, config, task, folder.shown("checkpoint.keras"))
     gan.execution_steps = config.steps_per_execution
-    done = int(gan.generator_optimizer.iterations)
+    done = _step(gan)
     if done > config.steps:
         raise UserError(
             f"The run in {folder.location} is at step {done}, past --steps {config.steps}; pass --steps "
@@ -443,7 +463,7 @@ def _write_results(gan, config: TrainConfig, task, folder: RunFolder, evaluation
     if evaluation.best is not None:
         quality.update({f"best_{task.score}": evaluation.best, "best_step": evaluation.best_step})
     files.write_json(folder / "quality.json", quality)
-    step = int(gan.generator_optimizer.iterations)
+    step = _step(gan)
     _picture(task, gan, folder / "samples.png", config, step)
     with files.atomic_path(folder / "losses.png") as temporary:
         plots.loss_curves(
@@ -454,3 +474,10 @@ def _write_results(gan, config: TrainConfig, task, folder: RunFolder, evaluation
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _step(gan) -> int:
+    """The generator steps ``gan`` has done (its optimizer's iterations, also a TF distributed variable)."""
+    import keras
+
+    return int(keras.ops.convert_to_numpy(gan.generator_optimizer.iterations))
