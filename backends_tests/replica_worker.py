@@ -11,6 +11,10 @@
 - ``stream``: an MLP WGAN-GP on 8×8 RGB images streamed from the folder ``STREAM_FOLDER`` (an environment
   variable) by `sources.ImageFolderSource` with 2 reader threads; also saves the sorted indices of the
   files this process read to ``OUT.reads.npy``.
+- ``elastic_start``, ``elastic_resume``, ``elastic_whole``: the ``mlp`` case's 3 steps saved as a
+  checkpoint to ``ELASTIC_CHECKPOINT`` (an environment variable); that checkpoint loaded and trained 3
+  more steps (the second pass over the same data); the 6 steps without a break. Each saves its final
+  weights to OUT as ``w0``, ``w1``, ….
 - ``preempt``: the ``mlp`` run for 4 epochs with `PreemptionCheckpoint`; the LAST process sends itself
   SIGTERM at step 4. Writes ``{"steps": steps run}`` as JSON to OUT, process 0 the checkpoint to
   OUT.keras, and exits with 128 + the signal.
@@ -133,6 +137,21 @@ def preempt():
     sys.exit(128 + (preemption.received or 0))
 
 
+def elastic(case):
+    """Train the ``mlp`` case in pieces: 3 steps then a checkpoint, 3 steps from a checkpoint, or 6."""
+    from portable_wgangp.callbacks import save_checkpoint
+
+    gan, x, batch_size = mlp_run()
+    if case == "elastic_resume":
+        gan = keras.models.load_model(os.environ["ELASTIC_CHECKPOINT"])
+    epochs = 2 if case == "elastic_whole" else 1
+    gan.fit(x, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
+    if case == "elastic_start":
+        save_checkpoint(gan, os.environ["ELASTIC_CHECKPOINT"])
+    np.savez(OUT, **{f"w{i}": np.asarray(w) for i, w in enumerate(gan.get_weights())})
+    sys.exit(0)
+
+
 def main():
     multi_process = "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ  # all global devices, found after start
     strategy_devices = (
@@ -142,6 +161,8 @@ def main():
         assert dist.num_replicas == REPLICAS, (dist.num_replicas, REPLICAS)
         if CASE == "preempt":
             preempt()
+        if CASE.startswith("elastic"):
+            elastic(CASE)
         builders = {"features": features_run, "stream": stream_run, "mlp_executions": mlp_executions_run}
         run = train_case(CASE, builders.get(CASE))
         if CASE == "stream":

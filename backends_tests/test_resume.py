@@ -78,3 +78,29 @@ def test_the_same_seed_gives_bitwise_the_same_weights(tmp_path):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+
+
+# A run started on R replicas and resumed on fewer (another strategy where the backend has one for 1).
+ELASTIC = {
+    "jax": [("data_parallel", 4, 1), ("data_parallel", 2, 1)],
+    "tensorflow": [("mirrored", 2, 1), ("none", 1, 1)],
+    "torch": [("ddp", 2, 2), ("none", 1, 1)],
+}[BACKEND]
+
+
+def test_a_run_resumed_on_fewer_replicas_ends_with_the_weights_of_the_uninterrupted_run(tmp_path):
+    """3 steps on the first replica count, a checkpoint, 3 steps on the second: the weights of 6 steps
+    on one device (≤ 1e-5), the global batch being the same whatever the replicas."""
+    from test_distribution import run_worker
+
+    os.environ["ELASTIC_CHECKPOINT"] = str(tmp_path / "elastic.keras")
+    try:
+        (start, resume), whole = ELASTIC, ("none", 1, 1)
+        run_worker("elastic_start", *start, tmp_path)
+        resumed = run_worker("elastic_resume", *resume, tmp_path)[0]
+        reference = run_worker("elastic_whole", *whole, tmp_path)[0]
+    finally:
+        del os.environ["ELASTIC_CHECKPOINT"]
+    assert len(resumed) == len(reference) > 0
+    for name in reference:
+        np.testing.assert_allclose(resumed[name], reference[name], rtol=1e-5, atol=1e-6)
