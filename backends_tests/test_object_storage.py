@@ -25,14 +25,7 @@ pytestmark = pytest.mark.object_store
 
 SHORT = ["--steps", "6", "--batch-size", "16", "--width", "8", "--depth", "1", "--checkpoint-every", "3"]
 LONG = ["--steps", "300", "--batch-size", "32", "--width", "32", "--checkpoint-every", "10", "--quiet"]
-RUN_OBJECTS = {
-    "checkpoint.keras",
-    "config.json",
-    "metrics.jsonl",
-    "quality.json",
-    "samples.png",
-    "losses.png",
-}
+RUN_OBJECTS = set(runs.RUN_FILES) - {"best.keras"}  # no --eval-every: no best.keras
 
 
 @pytest.fixture(params=["gs", "s3"])
