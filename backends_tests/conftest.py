@@ -85,18 +85,3 @@ def gcs_server(object_servers):
     import object_stores
 
     return object_stores.Server(object_servers, "gs")
-
-
-STORES = [
-    "local",
-    pytest.param("gs", marks=pytest.mark.object_store),
-    pytest.param("s3", marks=pytest.mark.object_store),
-]
-
-
-@pytest.fixture(params=STORES)
-def out_url(request, tmp_path) -> str:
-    """Where a run goes, once per kind of store: a local folder, a GCS URL, an S3 URL (fresh each time)."""
-    if request.param == "local":
-        return str(tmp_path / "run")
-    return request.getfixturevalue({"gs": "gcs_server", "s3": "s3_server"}[request.param]).new_url()

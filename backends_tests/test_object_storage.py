@@ -109,6 +109,20 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(server
     assert "pid 1 on another-host" in error_of(capfd)
 
 
+def test_the_lock_keeps_its_heartbeat_and_is_gone_when_released(s3_server):
+    folder = storage.RemoteFolder(s3_server.new_url())
+    lock = object_lock.ObjectLock(folder, heartbeat=0.2)
+    lock.acquire()
+    first = json.loads(folder.read(object_lock.NAME))
+    time.sleep(1.0)
+    beat = json.loads(folder.read(object_lock.NAME))
+    assert (beat["pid"], beat["host"]) == (os.getpid(), socket.gethostname())
+    assert beat["heartbeat"] > first["heartbeat"]
+    assert lock.holder() is not None and "heartbeat" in lock.holder()
+    lock.release()
+    assert folder.read(object_lock.NAME) is None and lock.holder() is None
+
+
 def test_the_lock_is_a_conditional_create(s3_server, gcs_server):
     """Proven on the S3 server (it honours ``If-None-Match: *``); the GCS emulator ignores
     ``ifGenerationMatch=0``, so there the test shows that the lock's create sends it."""
@@ -315,3 +329,15 @@ def test_no_message_advises_unpickling_or_shows_a_secret(tmp_path, capfd):
         assert train(out) == 2
         message = error_of(capfd)
         assert "s3cr3t" not in message and "environment" in message, message
+
+
+def test_a_secret_in_the_environment_is_in_no_file_and_no_output(s3_server, monkeypatch, capfd):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-from-the-environment")
+    url = s3_server.new_url()
+    assert train(url, "--resume") == 2  # an error message too
+    assert train(url) == 0
+    printed = capfd.readouterr()
+    stored = objects(url)
+    assert "config.json" in stored
+    for text in (printed.out, printed.err, *(data.decode(errors="replace") for data in stored.values())):
+        assert "s3cr3t" not in text
