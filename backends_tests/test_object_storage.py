@@ -214,6 +214,21 @@ def test_sigterm_saves_to_the_store_and_a_fresh_machine_resumes_exactly(server, 
     assert steps_logged(url) == list(range(1, 301))
 
 
+def test_a_machine_lost_mid_run_resumes_from_the_store_on_another(server, uninterrupted, tmp_path):
+    """SIGKILL (the VM and its disk gone): the store holds the last checkpoint and the metrics up to it;
+    a fresh machine takes over the dead run's lock at once and ends with the uninterrupted weights."""
+    url = server.new_url()
+    process = start_cli("train", "--out", url, *LONG)
+    wait_for_checkpoint(process, url)
+    process.kill()
+    process.communicate(timeout=60)
+    assert object_lock.NAME in storage.RemoteFolder(url).list()  # nobody removed it
+    printed = resume_on_a_fresh_machine(url, tmp_path)
+    assert f"took over the lock of {url}" in printed and "no longer runs" in printed
+    assert_same_weights(weights(url), uninterrupted)
+    assert steps_logged(url) == list(range(1, 301))
+
+
 def test_a_store_gone_during_an_upload_stops_with_one_line_and_the_run_resumes_when_back(
     s3_server, uninterrupted, tmp_path
 ):
