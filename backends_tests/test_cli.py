@@ -155,3 +155,26 @@ def test_a_checkpoint_written_on_another_backend_samples_the_same(fixture, tmp_p
     expected = np.load(data / f"{fixture}_samples.npy")
     assert np.load(out).shape == expected.shape
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_every_flag_of_every_command_says_what_it_does_and_every_example_parses():
+    import argparse
+    import re
+    import shlex
+
+    from portable_wgangp import cli, flags
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == set(flags.EXAMPLES)
+    for name, command in commands.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            words = re.sub(r"\(default [^)]*\)", "", action.help or "").strip()
+            assert len(words.split()) >= 3, (name, action.option_strings, action.help)
+        assert len(flags.EXAMPLES[name]) == 3 and "examples:" in command.format_help()
+        for example in flags.EXAMPLES[name]:
+            assert parser.parse_args(shlex.split(example)[1:]).command == name
+    titles = [group.title for group in commands["train"]._action_groups]
+    assert set(flags.GROUPS.values()) <= set(titles)

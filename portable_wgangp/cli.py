@@ -17,23 +17,13 @@ import re
 import sys
 import tempfile
 
-from portable_wgangp import host_memory
+from portable_wgangp import flags, host_memory
 from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, UserError, flag
 from portable_wgangp.runs import Stopped
 
 EXIT_USAGE = 2
 STATS_CHUNK = 1000  # images read and passed through the extractor at a time by `stats`
 EXIT_INTERRUPTED = 130
-
-
-# What a flag does, where its name does not say it all.
-FLAG_HELP = {
-    "checkpoint_every": "save OUT/checkpoint.keras every N generator steps; with --steps-per-execution M, at "
-    "the end of the call that reaches each multiple of N (exactly every N when M divides N)",
-    "steps_per_execution": "generator steps per call of the compiled step; every step is still logged. "
-    "Raise it (8-32) on TPUs and for small networks, where the host's cost per call rivals the step's "
-    "maths; checkpoints, --eval-every and signals act at the end of a call",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,21 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser(
-        "train", help="train a WGAN-GP; write metrics, pictures, quality and checkpoints"
-    )
-    defaults = TrainConfig()
+    train = _command(commands, "train", "train a WGAN-GP; write metrics, pictures, quality and checkpoints")
+    groups = {key: train.add_argument_group(title) for key, title in flags.GROUPS.items()}
     for name, kind in FIELDS.items():
-        option, default = flag(name), getattr(defaults, name)
+        group, metavar, _ = flags.TRAIN[name]
         if kind == "bool":
-            train.add_argument(
-                option, action=argparse.BooleanOptionalAction, default=None, help="(default off)"
+            groups[group].add_argument(
+                flag(name), action=argparse.BooleanOptionalAction, default=None, help=flags.help_text(name)
             )
         else:
-            text = f"{FLAG_HELP[name]} " if name in FLAG_HELP else ""
-            train.add_argument(option, type=_PARSERS[kind], default=None, help=f"{text}(default {default})")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="paper: gan_toy.py's exact setting")
-    train.add_argument("--config", help="a TOML file of the flags above (flags override it)")
+            groups[group].add_argument(
+                flag(name), type=_PARSERS[kind], default=None, metavar=metavar, help=flags.help_text(name)
+            )
+    train = groups["run"]
+    train.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="paper: gan_toy.py's exact setting (2-D toys; flags override it)",
+    )
+    train.add_argument("--config", metavar="TOML", help="a TOML file of the flags above (flags override it)")
     train.add_argument(
         "--out",
         default="runs/demo",
@@ -77,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sample = commands.add_parser("sample", help="draw samples from a checkpoint")
+    sample = _command(commands, "sample", "draw samples from a checkpoint")
     sample.add_argument("--checkpoint", required=True, help="a .keras file written by train, or its URL")
     sample.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
@@ -85,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="F.png (a picture) or F.npy (the raw samples)")
     sample.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
 
-    check = commands.add_parser(
-        "check", help="replica-invariance self-test of this machine: R replicas vs one device (exit 0 = pass)"
+    check = _command(
+        commands,
+        "check",
+        "replica-invariance self-test of this machine: R replicas vs one device (exit 0 = pass)",
     )
     check.add_argument("--strategy", default="auto", help="the strategy to check (default auto)")
     check.add_argument("--devices", nargs="+", help="device names, as pw.distribute takes them (default all)")
@@ -101,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-timing", action="store_true", help="skip the step timings")
     check.add_argument("--json", help="also write the report to this JSON file")
 
-    evaluate = commands.add_parser("evaluate", help="print the quality figures of a checkpoint")
+    evaluate = _command(commands, "evaluate", "print the quality figures of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train, or its URL")
     evaluate.add_argument("--dataset", default="gaussians8", help="the data it was trained on")
     evaluate.add_argument(
@@ -116,19 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats", help="real-data FID statistics (a stats.npz of `stats`, pytorch-fid or TTUR)"
     )
 
-    stats = commands.add_parser(
-        "stats", help="FID statistics (mu, sigma) of a dataset's features, as stats.npz"
-    )
+    stats = _command(commands, "stats", "FID statistics (mu, sigma) of a dataset's features, as stats.npz")
     stats.add_argument(
         "--dataset", required=True, help="digits, npz:PATH[:KEY], npy:PATH[:LABELS] or images:DIR"
     )
     stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
     stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
-    stats.add_argument("--image-size", type=int, default=32, help="images:DIR only (default 32)")
+    stats.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        metavar="PIXELS",
+        help="images:DIR only: images are resized to PIXELS x PIXELS (default 32)",
+    )
     return parser
 
 
 _PARSERS = {"int": int, "float": float, "str": str}
+
+
+def _command(commands, name: str, text: str) -> argparse.ArgumentParser:
+    """A sub-command whose help ends with its examples (`flags.EXAMPLES`)."""
+    return commands.add_parser(
+        name,
+        help=text,
+        description=text[0].upper() + text[1:] + ".",
+        epilog=flags.epilog(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def train(args) -> int:
