@@ -6,7 +6,18 @@ select_default_backend()
 import_quietly("keras")  # and so its backend, without TensorFlow's start-up INFO lines
 
 # ruff: noqa: E402  (keras must not be imported before the backend is chosen)
-from portable_wgangp import callbacks, data, losses, nets, penalties, sources
+from portable_wgangp import (
+    callbacks,
+    data,
+    datasets,
+    features,
+    losses,
+    metrics,
+    nets,
+    penalties,
+    rounds,
+    sources,
+)
 from portable_wgangp.backend import input_gradient
 from portable_wgangp.distribution import Distribution, distribute
 from portable_wgangp.model import WGANGP
@@ -20,11 +31,15 @@ __all__ = [
     "__version__",
     "callbacks",
     "data",
+    "datasets",
     "distribute",
+    "features",
     "gradient_penalty",
     "input_gradient",
     "losses",
+    "metrics",
     "nets",
     "penalties",
+    "rounds",
     "sources",
 ]

@@ -20,7 +20,7 @@ from portable_wgangp import files, host_memory
 
 
 class EpochOrder(keras.callbacks.Callback):
-    """Keeps an epoch-ordered dataset (`data.EpochRounds`) on the epoch `fit` is in, also when `fit`
+    """Keeps an epoch-ordered dataset (`rounds.EpochRounds`) on the epoch `fit` is in, also when `fit`
     starts later than epoch 0 (``initial_epoch``, or a `keras.callbacks.BackupAndRestore` resume)."""
 
     def __init__(self, dataset):

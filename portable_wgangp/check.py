@@ -26,9 +26,11 @@ import time
 import keras
 import numpy as np
 
-import portable_wgangp as pw
-from portable_wgangp import distribution
+from portable_wgangp import datasets, distribution
+from portable_wgangp.distribution import distribute
+from portable_wgangp.model import WGANGP
 from portable_wgangp.nets import mlp
+from portable_wgangp.penalties import gradient_penalty
 
 RTOL, ATOL = 1e-5, 1e-6
 # Penalty under a 16-bit policy vs float32: the critic's forward runs in 16 bits, the penalty in float32.
@@ -39,7 +41,7 @@ MLP_GLOBAL_BATCH, MLP_N_CRITIC, MLP_STEPS, MLP_LATENT = 8, 2, 3, 3
 # -- the cases --------------------------------------------------------------------------------------------
 
 
-class FixedNoiseWGANGP(pw.WGANGP):
+class FixedNoiseWGANGP(WGANGP):
     """Draws the given z and ε instead of random ones, so a step has a closed form."""
 
     def __init__(self, *args, z, epsilon, **kwargs):
@@ -133,7 +135,7 @@ def mlp_run():
     critic = mlp(2, 1, width=16, depth=2)
     for net in (generator, critic):  # the same initial weights whatever the strategy
         net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.4 for w in net.get_weights()])
-    gan = pw.WGANGP(generator, critic, MLP_LATENT, n_critic=MLP_N_CRITIC, gp_weight=1.0, seed=7)
+    gan = WGANGP(generator, critic, MLP_LATENT, n_critic=MLP_N_CRITIC, gp_weight=1.0, seed=7)
     gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
     return gan, x, MLP_GLOBAL_BATCH
 
@@ -148,7 +150,7 @@ class Run:
     names: list[str]
     logs: np.ndarray  # (steps, metrics)
     weights: list[np.ndarray]
-    model: pw.WGANGP
+    model: WGANGP
 
 
 @contextlib.contextmanager
@@ -241,7 +243,7 @@ def penalty_under_policy() -> dict:
                 [draw.normal(size=w.shape).astype("float32") * 0.5 for w in critic.get_weights()]
             )
             values[name] = float(
-                keras.ops.convert_to_numpy(pw.gradient_penalty(critic, real, fake, epsilon=epsilon))
+                keras.ops.convert_to_numpy(gradient_penalty(critic, real, fake, epsilon=epsilon))
             )
             compute_dtype = critic.layers[0].compute_dtype
     relative = abs(values[policy] - values["float32"]) / abs(values["float32"])
@@ -263,9 +265,9 @@ def step_time(replicas: int, steps: int = 10) -> float:
     global batch 256 (a multiple of ``replicas``), after 2 warm-up steps (compilation)."""
     batch = 256 // replicas * replicas
     with dtype_policy("float32"):
-        gan = pw.WGANGP(mlp(2, 2, width=256), mlp(2, 1, width=256), 2, n_critic=5, seed=0)
+        gan = WGANGP(mlp(2, 2, width=256), mlp(2, 1, width=256), 2, n_critic=5, seed=0)
         gan.compile()
-    x = pw.data.toy_samples("gaussians8", batch * 5 * (steps + 2), np.random.default_rng(0))
+    x = datasets.toy_samples("gaussians8", batch * 5 * (steps + 2), np.random.default_rng(0))
     gan.fit(x, batch_size=batch, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)
     started = time.perf_counter()
     gan.fit(x, batch_size=batch, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
@@ -295,7 +297,7 @@ def run_check(
     """
     devices = devices or default_devices(strategy, replicas)
     distributed, times = {}, {}
-    with pw.distribute(strategy, devices) as dist:
+    with distribute(strategy, devices) as dist:
         num_replicas, num_processes = dist.num_replicas, distribution.process_count()
         index = distribution.process_index()
         for name in CASES:

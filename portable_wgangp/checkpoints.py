@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 
-from portable_wgangp.config import TrainConfig, UserError
+from portable_wgangp.config import TrainConfig
+from portable_wgangp.errors import UserError
 
 
 def load(path):

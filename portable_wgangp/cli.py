@@ -18,7 +18,8 @@ import sys
 import tempfile
 
 from portable_wgangp import flags, host_memory
-from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, UserError, flag
+from portable_wgangp.config import FIELDS, MAX_SEED, PRESETS, RESUMABLE, TrainConfig, flag
+from portable_wgangp.errors import UserError
 from portable_wgangp.runs import Stopped
 
 EXIT_USAGE = 2
@@ -277,15 +278,15 @@ def stats(args) -> int:
 
 
 def _read_stats(path) -> dict:
-    from portable_wgangp import data, storage
+    from portable_wgangp import sources, storage
 
     try:
-        with data.load_array(path) as archive:
+        with sources.load_array(path) as archive:
             return {"mu": archive["mu"], "sigma": archive["sigma"]}
     except (OSError, ValueError, KeyError, AttributeError) as error:
         raise UserError(
-            f"Cannot read FID statistics from {storage.shown(path)!r} ({data.numpy_reason(error)}); pass a "
-            ".npz with arrays mu and sigma."
+            f"Cannot read FID statistics from {storage.shown(path)!r} ({sources.numpy_reason(error)}); "
+            "pass a .npz with arrays mu and sigma."
         ) from error
 
 

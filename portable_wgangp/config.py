@@ -12,11 +12,8 @@ import json
 import math
 import pathlib
 
-from portable_wgangp.data import TOY_DATASETS
-
-
-class UserError(Exception):
-    """A problem the user can fix; the CLI prints it as one line, without a traceback."""
+from portable_wgangp.datasets import TOY_DATASETS
+from portable_wgangp.errors import UserError
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 import keras
 
 from portable_wgangp import backend as backend_ops
-from portable_wgangp import data
+from portable_wgangp import rounds
 
 STRATEGIES = {
     "tensorflow": ("auto", "none", "tpu", "mirrored", "multi_worker"),
@@ -195,8 +195,8 @@ def process_count() -> int:
     return backend_ops.num_replicas()
 
 
-def input_shard() -> data.Shard:
-    """The share of every global batch that this process reads and feeds (`data.Shard`).
+def input_shard() -> rounds.Shard:
+    """The share of every global batch that this process reads and feeds (`rounds.Shard`).
 
     JAX across processes assembles global arrays from each process's share, and torch processes each
     train on their rank's share: both are fed their share alone. TF's multi-worker strategies take
@@ -207,12 +207,12 @@ def input_shard() -> data.Shard:
     if name == "jax" and keras.distribution.distribution() is not None:
         import jax
 
-        return data.Shard(jax.process_index(), jax.process_count())
+        return rounds.Shard(jax.process_index(), jax.process_count())
     if name == "torch":
-        return data.Shard(backend_ops.replica_index(), backend_ops.num_replicas())
+        return rounds.Shard(backend_ops.replica_index(), backend_ops.num_replicas())
     if name == "tensorflow" and process_count() > 1:
-        return data.Shard(process_index(), process_count(), padded=True)
-    return data.Shard()
+        return rounds.Shard(process_index(), process_count(), padded=True)
+    return rounds.Shard()
 
 
 @contextlib.contextmanager

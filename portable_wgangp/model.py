@@ -2,7 +2,7 @@
 
 One training step (one call of Keras's ``train_step``) is one generator update preceded by ``n_critic``
 critic updates (Gulrajani et al. 2017, Algorithm 1). The step receives the real data of a whole round,
-shape ``(batch, n_critic, *sample_shape)`` (see :mod:`portable_wgangp.data`): critic update ``k`` uses the
+shape ``(batch, n_critic, *sample_shape)`` (see :mod:`portable_wgangp.rounds`): critic update ``k`` uses the
 fresh minibatch ``data[:, k]``. The step is written once, statefully, in `keras.ops`; the per-backend glue
 (gradients, the trainer's calling convention) lives in :mod:`portable_wgangp.backend`.
 """
@@ -17,10 +17,19 @@ from keras import ops
 from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from portable_wgangp import augment as augmentation
-from portable_wgangp import backend, data, distribution
+from portable_wgangp import backend, distribution, sources
 from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard, StepByStep
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_norms, penalty_from_norms, uniform_epsilon
+from portable_wgangp.rounds import (
+    EpochRounds,
+    StreamRounds,
+    critic_rounds,
+    executions,
+    is_array,
+    is_source,
+    placed_ahead,
+)
 
 _SEED_STATE = "seed_generator_state"
 # How the critic is kept (close to) 1-Lipschitz: the gradient penalty, weight clipping (the original
@@ -384,15 +393,15 @@ class WGANGP(keras.Model):
             )
         if batch_size is not None:
             _check_positive_int("batch_size", batch_size)
-        if data.is_array(x):
+        if is_array(x):
             self._check_array_data(np.asarray(x), y)
-        elif data.is_source(x) or isinstance(x, data.StreamRounds):
+        elif is_source(x) or isinstance(x, StreamRounds):
             self._check_source(getattr(x, "source", x), y)
         elif y is not None:
             raise ValueError(
                 "y= goes with array samples; an iterable of minibatches yields (samples, labels)."
             )
-        rounds, steps = data.critic_rounds(
+        rounds, steps = critic_rounds(
             x,
             batch_size=batch_size,
             n_critic=self.n_critic,
@@ -408,22 +417,22 @@ class WGANGP(keras.Model):
             kwargs["verbose"] = 0
         steps = kwargs.get("steps_per_epoch") or steps
         stepwise = [NonFiniteGuard(), *(kwargs.get("callbacks") or [])]
-        if isinstance(rounds, data.EpochRounds):
+        if isinstance(rounds, EpochRounds):
             stepwise.append(EpochOrder(rounds))
         # Keras's own History and progress bar see each call's last step; the others see every step.
         keras_own = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
         kept = [c for c in stepwise if isinstance(c, keras_own)]
         kwargs["callbacks"] = [StepByStep([c for c in stepwise if c not in kept]), *kept]
         if self.execution_steps > 1:
-            rounds, steps = data.executions(rounds, self.execution_steps, steps, padded=backend.FIXED_SHAPES)
+            rounds, steps = executions(rounds, self.execution_steps, steps, padded=backend.FIXED_SHAPES)
         if backend.place is not None:
-            rounds = data.placed_ahead(rounds, backend.place)
+            rounds = placed_ahead(rounds, backend.place)
         kwargs["steps_per_epoch"] = steps
         return super().fit(rounds, epochs=epochs, shuffle=False, **kwargs)  # rounds come shuffled
 
     def _check_array_data(self, x: np.ndarray, y) -> None:
-        """Refuse array data the step cannot train on, before the first step (see `data.check_numeric`)."""
-        data.check_numeric(x)
+        """Refuse array data the step cannot train on, before the first step (see `sources.check_numeric`)."""
+        sources.check_numeric(x)
         if np.issubdtype(x.dtype, np.integer):
             raise ValueError(
                 f"The samples are integers ({x.dtype}) but the generator makes floats; scale "
@@ -441,7 +450,7 @@ class WGANGP(keras.Model):
                 "unconditional one on samples alone; pass y= exactly when num_classes is set."
             )
         if y is not None:
-            data.as_labels(y, len(x), self.num_classes)
+            sources.as_labels(y, len(x), self.num_classes)
 
     def _check_source(self, source, y) -> None:
         """Refuse a sample source whose samples or labels do not fit the networks."""
@@ -458,7 +467,7 @@ class WGANGP(keras.Model):
                     f"A conditional WGANGP (num_classes set) trains on labelled data, but {source.name} has "
                     "no labels; use class sub-folders (images), a labels file (npy:PATH:LABELS) or arrays."
                 )
-            data.as_labels(source.labels, len(source), self.num_classes)
+            sources.as_labels(source.labels, len(source), self.num_classes)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras's TF trainer hook: nothing to build from data (the networks are built at construction,
@@ -489,7 +498,7 @@ class WGANGP(keras.Model):
 
         ``data``: real samples of shape ``(batch, m·n_critic, *sample_shape)`` for m steps (alone or as
         Keras's ``(x,)`` or ``(x, labels)`` tuple; labels ``(batch, m·n_critic)``); step j trains on
-        updates ``j·n_critic …``. A padded execution (`data.executions`) comes as ``{"rounds": x, "active":
+        updates ``j·n_critic …``. A padded execution (`executions`) comes as ``{"rounds": x, "active":
         a}``: step j changes nothing where ``a[:, j]`` is 0. Returns ``{"steps": (m, K + 1)}``: per step, the
         K logged values named by ``log_names`` (global-batch means) and the ``active`` flag.
         """

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 
-from portable_wgangp.config import UserError
+from portable_wgangp.errors import UserError
 from portable_wgangp.storage import RemoteFolder
 
 NAME = ".portable-wgangp.lock"

@@ -29,7 +29,8 @@ import weakref
 from collections.abc import Iterator
 
 from portable_wgangp import files, object_lock, storage
-from portable_wgangp.config import TrainConfig, UserError, check_resume, load_saved, resolve
+from portable_wgangp.config import TrainConfig, check_resume, load_saved, resolve
+from portable_wgangp.errors import UserError
 
 RUN_FILES = (
     "checkpoint.keras",
@@ -275,7 +276,6 @@ def train(request: TrainRequest) -> int:
     """Validate everything, claim the folder, train, write the results; returns the exit status 0.
 
     Raises `Stopped` when SIGTERM/SIGINT stopped the run (after its checkpoint was saved)."""
-    import portable_wgangp as pw
     from portable_wgangp import backend, distribution, tasks
 
     if request.resume and request.overwrite:
@@ -289,7 +289,7 @@ def train(request: TrainRequest) -> int:
     else:
         config = resolve(request.requested, request.preset)
     task = tasks.make_task(config)
-    with pw.distribute(config.strategy):
+    with distribution.distribute(config.strategy):
         gan = _resumed_gan(config, folder, task) if request.resume else tasks.build_gan(config, task)
         backend.drop_compiled()  # what building compiled is not needed for training (host_memory)
         done = _step(gan)

@@ -14,7 +14,7 @@ read it ahead of the step (0 for memory). Three kinds:
   ``s3://…``: listed once), decoded and resized per read.
 
 Only the file listing and the labels are held in memory (about 100 bytes a file): a folder of millions of
-images trains in the same memory as a folder of hundreds. `portable_wgangp.data` draws the minibatches.
+images trains in the same memory as a folder of hundreds. `portable_wgangp.rounds` draws the minibatches.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import os
 import pathlib
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 
-from portable_wgangp import data
+from portable_wgangp import datasets
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_WORKERS = 2  # image-decoding threads (see benchmarks/README.md, "Streaming input")
@@ -36,8 +37,8 @@ class ArraySource:
     """In-memory samples (already in training units) and optional labels."""
 
     def __init__(self, x, labels=None, name: str = "the data"):
-        self.x = data.as_float_array(x)
-        self.labels = None if labels is None else data.as_labels(labels, len(self.x))
+        self.x = as_float_array(x)
+        self.labels = None if labels is None else as_labels(labels, len(self.x))
         self.sample_shape = tuple(self.x.shape[1:])
         self.name = name
         self.workers = 0  # indexing memory needs no reader threads
@@ -52,7 +53,7 @@ class ArraySource:
 class MemmapSource:
     """A ``.npy`` array of images ``(N, H, W[, C])`` memory-mapped, scaled to [-1, 1] when read.
 
-    uint8 and uint16 images are scaled by their bit depth (see `data.scale_images`); float images must
+    uint8 and uint16 images are scaled by their bit depth (see `scale_images`); float images must
     already lie in [-1, 1] and hold no NaN, which one pass in chunks of `CHUNK_BYTES` checks when the
     source opens (bounded memory, before any run folder is written). ``labels``: an optional ``.npy``
     file of N integer labels.
@@ -68,35 +69,35 @@ class MemmapSource:
             )
         except (OSError, ValueError) as error:
             raise ValueError(
-                f"Cannot read {self.name!r} as a .npy file ({data.numpy_reason(error)}); pass a file np.save "
+                f"Cannot read {self.name!r} as a .npy file ({numpy_reason(error)}); pass a file np.save "
                 "wrote."
             ) from error
         if self.array.ndim not in (3, 4):
             raise ValueError(
                 f"Images in {path!r} must have shape (N, H, W) or (N, H, W, C), got {self.array.shape}."
             )
-        data.check_numeric(self.array, f"The images in {path!r}")
+        check_numeric(self.array, f"The images in {path!r}")
         self.sample_shape = tuple(self.array.shape[1:]) + ((1,) if self.array.ndim == 3 else ())
         if not np.issubdtype(self.array.dtype, np.unsignedinteger) or self.array.dtype.itemsize > 2:
             self._check_in_chunks()
         self.labels = None
         if labels is not None:
             try:
-                values = data.load_array(labels)
+                values = load_array(labels)
             except (OSError, ValueError) as error:
                 raise ValueError(
-                    f"Cannot read the labels {storage.shown(labels)!r} ({data.numpy_reason(error)}); pass a "
+                    f"Cannot read the labels {storage.shown(labels)!r} ({numpy_reason(error)}); pass a "
                     ".npy file."
                 ) from error
-            self.labels = data.as_labels(values, len(self.array))
+            self.labels = as_labels(values, len(self.array))
 
     def _check_in_chunks(self) -> None:
-        """Apply `data.scale_images`'s dtype, range and finiteness rules to the whole file, a chunk at a
+        """Apply `scale_images`'s dtype, range and finiteness rules to the whole file, a chunk at a
         time."""
         per_chunk = max(1, CHUNK_BYTES // max(1, self.array[:1].nbytes))
         for start in range(0, len(self.array), per_chunk):
             try:
-                data.scale_images(np.asarray(self.array[start : start + per_chunk]))
+                scale_images(np.asarray(self.array[start : start + per_chunk]))
             except ValueError as error:
                 raise ValueError(f"{self.name!r}, images {start}..: {error}") from error
 
@@ -106,7 +107,7 @@ class MemmapSource:
     def read(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices)
         order = np.argsort(indices, kind="stable")  # ascending reads: sequential on disk
-        images = data.scale_images(np.asarray(self.array[indices[order]]))
+        images = scale_images(np.asarray(self.array[indices[order]]))
         result = np.empty((len(indices), *self.sample_shape), dtype="float32")
         result[order] = images.reshape((len(indices), *self.sample_shape))
         return result
@@ -273,18 +274,18 @@ def open_source(spec: str, size: int = 32, workers: int = DEFAULT_WORKERS):
     from portable_wgangp import storage
 
     if spec == "digits":
-        return ArraySource(*data.digits(), name="digits")
+        return ArraySource(*datasets.digits(), name="digits")
     kind, _, rest = spec.partition(":")
     if kind == "npz" and rest:
         path, key = storage.split_spec(rest)
-        return ArraySource(*data.load_npz(path, key or None), name=storage.shown(path))
+        return ArraySource(*load_npz(path, key or None), name=storage.shown(path))
     if kind == "npy" and rest:
         path, labels = storage.split_spec(rest)
         return MemmapSource(path, labels or None)
     if kind == "images" and rest:
         return ImageFolderSource(rest, size, workers)
     raise ValueError(
-        f"Unknown dataset {spec!r}; use {', '.join(data.TOY_DATASETS)}, digits, npz:PATH[:KEY], "
+        f"Unknown dataset {spec!r}; use {', '.join(datasets.TOY_DATASETS)}, digits, npz:PATH[:KEY], "
         "npy:PATH[:LABELS] or images:DIR."
     )
 
@@ -297,3 +298,161 @@ def read_all(source, indices: Sequence[int] | None = None, chunk: int = 256) -> 
     for start in range(0, len(indices), chunk):
         samples[start : start + chunk] = source.read(indices[start : start + chunk])
     return samples
+
+
+# -- checks and scaling of what is read ------------------------------------------------------------
+
+
+def as_labels(y, n: int, num_classes: int | None = None) -> np.ndarray:
+    """Class labels as int32 of shape ``(n,)``; a ValueError when they do not match the samples or (with
+    ``num_classes``) lie outside 0..num_classes − 1."""
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"Labels must be integers of shape ({n},), one per sample; got {y.dtype} {y.shape}.")
+    if num_classes is not None and n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"Labels must lie in 0..{num_classes - 1} (num_classes {num_classes}), got values "
+            f"{_some_values(y)}; relabel the data or raise num_classes."
+        )
+    return y.astype("int32")
+
+
+MAX_CLASSES = 10_000
+
+
+def count_classes(y: np.ndarray, source: str = "the data") -> int:
+    """K for labels that are exactly the integers 0..K−1, each present; a ValueError otherwise (negative,
+    sparse or huge labels would build a model with classes that never occur)."""
+    values = np.unique(y)
+    if len(values) == 0 or values[0] != 0 or values[-1] != len(values) - 1 or len(values) > MAX_CLASSES:
+        raise ValueError(
+            f"Class labels of {source} must be the integers 0..K-1 (K at most {MAX_CLASSES}), each present; "
+            f"found {len(values)} distinct values {_some_values(values)}; relabel them as 0..K-1."
+        )
+    return len(values)
+
+
+def _some_values(values: np.ndarray, shown: int = 8) -> str:
+    values = np.unique(values)
+    listed = ", ".join(str(v) for v in values[:shown])
+    return f"[{listed}{', ...' if len(values) > shown else ''}]"
+
+
+def check_numeric(x: np.ndarray, what: str = "Real samples") -> None:
+    """Refuse arrays that are not real numbers (bool, complex, strings, objects) or have no sample axis."""
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(
+            f"{what} must be real numbers, got an array of dtype {x.dtype}; convert them to float32."
+        )
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(
+            f"{what} must have shape (N, *sample_shape) with N >= 1 and a sample axis, got shape {x.shape}; "
+            "e.g. reshape 1-D data to (N, 1)."
+        )
+
+
+def check_finite(x: np.ndarray, what: str = "The data") -> None:
+    """Refuse NaN or inf anywhere in ``x``, naming the first sample that holds one."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise ValueError(
+            f"{what}: {len(bad)} NaN or infinite value(s), the first in sample {bad[0][0]} at index "
+            f"{tuple(int(i) for i in bad[0])}; remove or replace them before training."
+        )
+
+
+def as_float_array(x) -> np.ndarray:
+    """Samples as a float32 numpy array; raises a ValueError for non-numeric or non-finite data."""
+    x = np.asarray(x)
+    check_numeric(x)
+    x = x.astype(keras.config.floatx(), copy=False)
+    check_finite(x, "The real samples")
+    return x
+
+
+def scale_images(images: np.ndarray) -> np.ndarray:
+    """Images as float32 in [-1, 1]. Unsigned integer images are scaled by their bit depth's range
+    (uint8: 0..255, uint16: 0..65535); float images are taken as already scaled and must lie in [-1, 1].
+
+    Other integer types, where the bit depth is unknown, bool, complex and non-finite values are refused
+    with a ValueError that says how to convert.
+    """
+    images = np.asarray(images)
+    check_numeric(images, "Images")
+    if images.dtype in (np.uint8, np.uint16):
+        return (images.astype("float32") / (np.iinfo(images.dtype).max / 2.0) - 1.0).astype("float32")
+    if np.issubdtype(images.dtype, np.integer):
+        raise ValueError(
+            f"Integer images must be uint8 (0..255) or uint16 (0..65535) so that their scale is known, got "
+            f"{images.dtype}; cast them to the bit depth they have, or to floats in [-1, 1]."
+        )
+    images = images.astype("float32")
+    check_finite(images, "The images")
+    if images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
+        raise ValueError(
+            f"Float images must lie in [-1, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+            "scale them (x / 127.5 - 1 for 0..255) or pass uint8 images."
+        )
+    return images
+
+
+# -- whole datasets in memory ---------------------------------------------------------------------------
+
+
+def load_array(path: str):
+    """``np.load(path)`` without pickles, for a path or an object-store URL (read through byte ranges)."""
+    from portable_wgangp import storage
+
+    if storage.is_url(path):
+        return np.load(storage.open_object(path), allow_pickle=False)
+    return np.load(path, allow_pickle=False)
+
+
+def numpy_reason(error: BaseException) -> str:
+    """Why numpy could not read a file, in words for the user: a file of pickled Python objects is named so,
+    without numpy's advice to unpickle it (unpickling an untrusted file runs its code)."""
+    if any(word in str(error).lower() for word in ("pickle", "object array", "python objects")):
+        return "it holds pickled Python objects, which are never loaded: unpickling runs code; store numbers"
+    return str(error)
+
+
+def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels, if the file has ``labels`` or ``y``) from a ``.npz`` file.
+
+    ``key`` names the image array (default: ``x``, ``images`` or the only array). Images of shape
+    ``(N, H, W)`` gain a channel axis; integer images are scaled to [-1, 1] by their bit depth.
+    """
+    from portable_wgangp import storage
+
+    shown = storage.shown(path)
+    try:
+        archive = load_array(path)
+        names = list(archive.files)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"Cannot read {shown!r} as a .npz file ({numpy_reason(error)}); pass a file np.savez wrote."
+        ) from error
+    if key is None:
+        key = next((k for k in ("x", "images") if k in names), names[0] if len(names) == 1 else None)
+    if key not in names:
+        raise ValueError(f"{shown!r} holds arrays {names}; name the images with npz:{shown}:KEY.")
+    try:
+        images = archive[key]
+    except ValueError as error:  # object arrays need pickles, which are never loaded
+        raise ValueError(f"{shown!r}: array {key!r} cannot be read ({numpy_reason(error)}).") from error
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            f"Images in {shown!r} must have shape (N, H, W) or (N, H, W, C), got {images.shape}."
+        )
+    images = images[..., None] if images.ndim == 3 else images
+    label_key = next((k for k in ("labels", "y") if k in names and k != key), None)
+    images = scale_images(images)
+    return images, None if label_key is None else as_labels(archive[label_key], len(images))
+
+
+def load_images(spec: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (all of them, in memory) and labels (or None) of ``digits``, ``npz:PATH[:KEY]``,
+    ``npy:PATH[:LABELS]`` or ``images:DIR``; training streams them instead (`sources.open_source`)."""
+    source = open_source(spec, size)
+    return read_all(source), source.labels

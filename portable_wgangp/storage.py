@@ -22,7 +22,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterator
 
-from portable_wgangp.config import UserError
+from portable_wgangp.errors import UserError
 
 EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")

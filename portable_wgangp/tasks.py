@@ -11,8 +11,9 @@ import functools
 
 import numpy as np
 
-from portable_wgangp import data
-from portable_wgangp.config import TrainConfig, UserError
+from portable_wgangp import datasets, features, metrics, rounds, sources
+from portable_wgangp.config import TrainConfig
+from portable_wgangp.errors import UserError
 
 
 class ToyTask:
@@ -37,14 +38,14 @@ class ToyTask:
     def rounds(self, first_step: int, steps: int):
         """Minibatches from step ``first_step`` on (fresh points; `WGANGP.fit` groups them in rounds)."""
         c = self.config
-        return data.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=first_step * c.n_critic)
+        return datasets.toy_minibatches(c.dataset, c.batch_size, seed=c.seed, start=first_step * c.n_critic)
 
     def quality(self, gan, n: int = 2000, *, initial: bool = True, reference=None, use_ema=None) -> dict:
         """modes_covered, n_modes, high_quality_fraction and emd of ``n`` samples (of the generator EMA
         when the model has one, unless ``use_ema`` is False; ``initial`` and ``reference`` concern images
         only)."""
         samples = gan.sample(n, seed=self.config.seed, use_ema=use_ema)
-        return data.toy_quality(self.config.dataset, samples, seed=self.config.seed + 1)
+        return features.toy_quality(self.config.dataset, samples, seed=self.config.seed + 1)
 
     def picture(self, gan, path, title: str) -> None:
         from keras import ops
@@ -52,7 +53,7 @@ class ToyTask:
         from portable_wgangp import plots
 
         c = self.config
-        real = data.toy_samples(c.dataset, 2000, np.random.default_rng([c.seed, 2]))
+        real = datasets.toy_samples(c.dataset, 2000, np.random.default_rng([c.seed, 2]))
 
         def critic(points):
             return ops.convert_to_numpy(ops.cast(gan.critic(points), "float32"))[:, 0]
@@ -66,8 +67,6 @@ class ImageTask:
     score = "fid"  # the quality figure that picks best.keras (lower is better)
 
     def __init__(self, config: TrainConfig):
-        from portable_wgangp import sources
-
         self.config = config
         try:
             self.source = sources.open_source(config.dataset, config.image_size, config.workers)
@@ -76,7 +75,7 @@ class ImageTask:
                     f"{config.dataset} has no labels; drop --conditional or use class sub-folders."
                 )
             labels = self.source.labels
-            self.num_classes = data.count_classes(labels, config.dataset) if config.conditional else None
+            self.num_classes = sources.count_classes(labels, config.dataset) if config.conditional else None
         except ValueError as error:  # unreadable file, bad dtype, NaN, bad labels: the loader says which
             raise UserError(str(error)) from error
         self.sample_shape = tuple(self.source.sample_shape)
@@ -108,9 +107,9 @@ class ImageTask:
         )
 
     def rounds(self, first_step: int, steps: int):
-        """Steps ``first_step …`` of the run's data, streamed from the source (`data.StreamRounds`)."""
+        """Steps ``first_step …`` of the run's data, streamed from the source (`rounds.StreamRounds`)."""
         c = self.config
-        return data.StreamRounds(
+        return rounds.StreamRounds(
             self.source,
             c.batch_size,
             c.n_critic,
@@ -122,8 +121,6 @@ class ImageTask:
 
     def real_images(self, n: int) -> np.ndarray:
         """``n`` real images (all when there are fewer), a seeded sample of the whole dataset."""
-        from portable_wgangp import sources
-
         n = min(n, len(self.source))
         picked = np.random.default_rng([self.config.seed, 3]).choice(len(self.source), n, replace=False)
         return sources.read_all(self.source, np.sort(picked))
@@ -131,9 +128,7 @@ class ImageTask:
     @functools.cached_property
     def extractor(self):
         """``--extractor``'s feature extractor, else the dataset's default (built once)."""
-        from portable_wgangp import metrics
-
-        return metrics.default_extractor(self.config.dataset, self.config.extractor)
+        return features.default_extractor(self.config.dataset, self.config.extractor)
 
     def _labels(self, n: int):
         return None if self.num_classes is None else np.arange(n) % self.num_classes
@@ -144,13 +139,11 @@ class ImageTask:
         on digits) the accuracy of a digits classifier on samples drawn per class. Samples come from the
         generator EMA when the model has one, unless ``use_ema`` is False; the real side is `real_images`.
         ``reference``: FID statistics of the real data to use instead of those real images'."""
-        from portable_wgangp import metrics
-
         extractor, seed = self.extractor, self.config.seed
         real = extractor(self.real_images(n))  # features: the images need not stay in memory
         n = len(real)
         drawn = gan.sample(n, seed=seed, labels=self._labels(n), use_ema=use_ema)
-        figures = metrics.feature_quality(real, drawn, extractor, reference)
+        figures = features.feature_quality(real, drawn, extractor, reference)
         if self.num_classes is not None and hasattr(extractor, "classify"):
             figures["label_accuracy"] = float((extractor.classify(drawn) == self._labels(n)).mean())
         del drawn
@@ -171,7 +164,7 @@ class ImageTask:
 
 def make_task(config: TrainConfig):
     """The task of ``config.dataset``, its data loaded and checked (a `UserError` says what is wrong)."""
-    return ToyTask(config) if config.dataset in data.TOY_DATASETS else ImageTask(config)
+    return ToyTask(config) if config.dataset in datasets.TOY_DATASETS else ImageTask(config)
 
 
 def build_gan(config: TrainConfig, task):
@@ -182,11 +175,11 @@ def build_gan(config: TrainConfig, task):
     """
     import keras
 
-    import portable_wgangp as pw
+    from portable_wgangp.model import WGANGP
 
     keras.utils.set_random_seed(config.seed)
     generator, critic = task.networks()
-    gan = pw.WGANGP(
+    gan = WGANGP(
         generator,
         critic,
         config.latent_dim,
