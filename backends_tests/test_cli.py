@@ -178,3 +178,16 @@ def test_every_flag_of_every_command_says_what_it_does_and_every_example_parses(
             assert parser.parse_args(shlex.split(example)[1:]).command == name
     titles = [group.title for group in commands["train"]._action_groups]
     assert set(flags.GROUPS.values()) <= set(titles)
+
+
+def test_evaluate_leaves_the_defaults_of_later_runs_alone(tmp_path, capsys):
+    """evaluate reads the run's config.json beside the checkpoint; the defaults of the toy data stay as
+    they were for every later command of the process."""
+    from portable_wgangp import cli, config
+
+    before = config.resolve({})
+    out = tmp_path / "run"
+    flags = ["--steps", "4", "--batch-size", "16", "--width", "8", "--lr", "3e-4", "--checkpoint-every", "2"]
+    assert cli.main(["train", "--out", str(out), "--quiet", *flags]) == 0
+    assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.keras"), "--n", "100"]) == 0
+    assert config.resolve({}) == before

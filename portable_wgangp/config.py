@@ -135,9 +135,9 @@ def is_toy(dataset: str) -> bool:
 
 
 def dataset_defaults(dataset: str) -> dict:
-    """The tuned defaults of ``dataset``: per toy dataset, or those of all image data."""
+    """The tuned defaults of ``dataset``: per toy dataset, or those of all image data (a new dict)."""
     if is_toy(dataset):
-        return DATASET_DEFAULTS.get(dataset, {})
+        return dict(DATASET_DEFAULTS.get(dataset, {}))  # a copy: callers add to it
     return {**IMAGE_DEFAULTS, **DATASET_DEFAULTS.get(dataset, {})}
 
 
