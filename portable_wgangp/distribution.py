@@ -233,8 +233,10 @@ def distribute(
             TF has not started yet), JAX ``["cpu:0", "cpu:1"]`` as `keras.distribution.list_devices` names
             them.
         tpu: TF ``"tpu"`` only: the TPU name or address (default: ``TPU_NAME``, else the local TPU VM).
-        coordinator_address, num_processes, process_id: JAX multi-host, passed to
+        coordinator_address: JAX multi-host: process 0's ``host:port``, passed to
             `keras.distribution.initialize` (default: its ``KERAS_DISTRIBUTION_*`` environment variables).
+        num_processes: JAX multi-host: the number of processes (default: as above).
+        process_id: JAX multi-host: this process's index (default: as above).
     """
     check_strategy(strategy)
     name = keras.backend.backend()

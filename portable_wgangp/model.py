@@ -135,8 +135,10 @@ class WGANGP(keras.Model):
             ``[samples, labels]`` (labels: integers of shape ``(batch,)``); fit takes ``(x, y)``. A critic
             with two outputs ``[scores, class_logits]`` and samples alone as input is an auxiliary
             classifier (AC-WGAN, the paper's conditional CIFAR-10 model) instead.
-        ac_weight, ac_generator_weight: AC-WGAN only: weights of the class cross-entropy on real
-            samples in the critic's objective and on fake samples in the generator's (paper: 1, 0.1).
+        ac_weight: AC-WGAN only: weight of the class cross-entropy on real samples in the critic's
+            objective (paper: 1).
+        ac_generator_weight: AC-WGAN only: weight of the class cross-entropy on fake samples in the
+            generator's objective (paper: 0.1).
         ema_decay: β of a generator EMA (``ema_generator``, a non-trainable clone of the generator)
             updated after every generator update t = 0, 1, …: w_ema ← β_t·w_ema + (1 − β_t)·w with
             β_t = min(β, (1 + t)/(10 + t)) (a ramp-up, so early weights do not linger); non-trainable

@@ -1,0 +1,35 @@
+"""MkDocs hooks: pages made from what the code and the repository already say, never written twice.
+
+- ``cli-reference.md``: every command's ``--help``, from the argparse parser of `portable_wgangp.cli`;
+- ``benchmarks.md``: ``benchmarks/README.md``, its links to result files shown as file names.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).parent
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri == "cli-reference.md":
+        return markdown.replace("{{ cli_reference }}", cli_reference())
+    if page.file.src_uri == "benchmarks.md":
+        text = (ROOT / "benchmarks" / "README.md").read_text()
+        text = re.sub(r"\[([^\]]+)\]\((?!https?:)[^)#]+\.json\)", r"`\1`", text)  # result files: names
+        return markdown.replace("{{ benchmarks_readme }}", text.split("\n", 1)[1])
+    return markdown
+
+
+def cli_reference() -> str:
+    import argparse
+
+    from portable_wgangp import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    sections = [f"```text\n{parser.format_help()}```"]
+    for name, command in commands.items():
+        sections.append(f"## {name}\n\n```text\n{command.format_help()}```")
+    return "\n\n".join(sections)
