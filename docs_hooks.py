@@ -1,5 +1,6 @@
 """MkDocs hooks: pages made from what the code and the repository already say, never written twice.
 
+- ``index.md``: the README (the landing page), its links made relative to ``docs/``;
 - ``cli-reference.md``: every command's ``--help``, from the argparse parser of `portable_wgangp.cli`;
 - ``benchmarks.md``: ``benchmarks/README.md``, its links to result files shown as file names.
 """
@@ -13,6 +14,10 @@ ROOT = pathlib.Path(__file__).parent
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri == "index.md":
+        readme = (ROOT / "README.md").read_text()
+        readme = readme.replace("](docs/", "](").replace("](benchmarks/README.md", "](benchmarks.md")
+        return markdown.replace("{{ readme }}", readme)
     if page.file.src_uri == "cli-reference.md":
         return markdown.replace("{{ cli_reference }}", cli_reference())
     if page.file.src_uri == "benchmarks.md":

@@ -2,7 +2,7 @@
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "together"]
+nox.options.sessions = ["lint", "tests", "together", "docs"]
 nox.options.default_venv_backend = "venv"  # pip, never uv: uv ignores the local CPU torch wheel
 
 CONSTRAINTS = "constraints-cpu.txt"
@@ -46,3 +46,15 @@ def lint(session: nox.Session) -> None:
     session.install("-c", CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs, Material, mkdocstrings): built with --strict (a broken link, a missing
+    reference or a docstring that does not match its signature fails), then opened in headless Chromium
+    (`docs_tests`; Debian's ``chromium`` package, which .ci/run installs)."""
+    session.install("-c", CONSTRAINTS, ".[jax,docs]", "pytest")
+    site = session.create_tmp() + "/site"
+    env = {"KERAS_BACKEND": "jax", "NO_MKDOCS_2_WARNING": "1"}
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env=env)
+    session.run("pytest", "docs_tests", *session.posargs, env={**env, "SITE": site})

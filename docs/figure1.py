@@ -9,8 +9,9 @@
 
 Only the constraint differs: every critic is an MLP trained by Adam(1e-4, β 0.5, 0.9) for ``--updates``
 updates of batch 256 (the penalty's critics by `pw.gradient_penalty`, the clipped ones clipped after each
-update exactly as ``WGANGP(lipschitz="clip")`` does). Prints the figures quoted in README.md and writes
-docs/figure1.png. Runs on any backend; torch is the quickest for these small eager loops:
+update exactly as ``WGANGP(lipschitz="clip")`` does). Prints the figures quoted in
+docs/training-features.md and writes docs/figure1.png. Runs on any backend; torch is the quickest for
+these small eager loops:
 
     KERAS_BACKEND=torch python docs/figure1.py              # 15 minutes on 2 shared CPU cores
 """
