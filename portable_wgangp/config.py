@@ -296,7 +296,7 @@ def check_extractor(spec: str) -> None:
     if name == "inception-fid" and not pathlib.Path(path).is_file():
         raise UserError(
             f"No weight file {path!r} for --extractor inception-fid:PATH; convert pytorch-fid's weights as "
-            "docs/images.md (Comparable FID) shows."
+            "docs/metrics.md shows."
         )
 
 

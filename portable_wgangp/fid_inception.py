@@ -11,7 +11,7 @@ TTUR, pytorch-fid, torch-fidelity and clean-fid all compute FID with this networ
 The layers are written once in Keras, channels last, and run on every backend. Each layer is named after
 its module in pytorch-fid's state_dict (``Mixed_5b-branch1x1-conv`` for ``Mixed_5b.branch1x1.conv``), so
 its weight file ``pt_inception-2015-12-05-6726825d.pth``, converted once to ``.npz`` (needs torch once;
-docs/images.md, "Comparable FID", has it as one line), loads by name::
+docs/metrics.md has it as one line), loads by name::
 
     import numpy as np, torch
     state_dict = torch.load("pt_inception-2015-12-05-6726825d.pth", map_location="cpu")
@@ -182,9 +182,7 @@ _CONV = {"weight": (0, (2, 3, 1, 0))}  # OIHW → HWIO
 _BATCH_NORM = {"weight": (0, None), "bias": (1, None), "running_mean": (2, None), "running_var": (3, None)}
 _DENSE = {"weight": (0, (1, 0)), "bias": (1, None)}  # (out, in) → (in, out)
 _IGNORED = "num_batches_tracked"  # BatchNorm's update counter: not used in inference
-_CONVERT = (
-    "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth to .npz (docs/images.md, 'Comparable FID')"
-)
+_CONVERT = "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth to .npz (docs/metrics.md)"
 
 
 def _parameters(layer) -> dict:
