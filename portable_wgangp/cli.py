@@ -226,10 +226,8 @@ def _run_config_beside(checkpoint: str) -> dict:
 
     if storage.is_url(checkpoint):
         beside = storage.join(storage.parent(checkpoint), "config.json")
-        if not storage.RemoteFolder(storage.parent(checkpoint)).exists("config.json"):
-            return {}
-        with storage.local_copy(beside) as saved:
-            return dataclasses.asdict(config.load_saved(saved))
+        with storage.local_copy(beside, missing_ok=True) as saved:
+            return dataclasses.asdict(config.load_saved(saved)) if saved else {}
     saved = pathlib.Path(checkpoint).with_name("config.json")
     return dataclasses.asdict(config.load_saved(saved)) if saved.is_file() else {}
 

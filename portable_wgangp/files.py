@@ -27,17 +27,18 @@ def partial_name(path: pathlib.Path) -> pathlib.Path:
 def atomic_path(path) -> Iterator[pathlib.Path]:
     """Yields a temporary path to write; on success it replaces ``path`` (one rename), on failure it is
     removed and ``path`` keeps its previous content. ``path`` may be an object-store URL: the file is
-    then put there whole, in one PUT (`storage.upload`).
+    then put there whole, in one PUT (`storage.RemoteFolder.write`).
 
     An `OSError` (a full disk, say) is re-raised naming the file and saying that its old version is intact.
     """
     from portable_wgangp import storage
 
     if storage.is_url(path):
+        folder, name = storage.locate(str(path))
         with tempfile.TemporaryDirectory(prefix="portable-wgangp-") as scratch:
-            temporary = pathlib.Path(scratch) / str(path).rstrip("/").rsplit("/", 1)[1]
+            temporary = pathlib.Path(scratch) / name
             yield temporary
-            storage.upload(temporary, str(path))
+            folder.write(name, temporary.read_bytes())
         return
     path = pathlib.Path(path)
     temporary = partial_name(path)

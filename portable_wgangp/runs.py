@@ -43,7 +43,7 @@ RUN_FILES = (
 )
 RUN_FOLDERS = ("tensorboard",)
 MARKERS = ("config.json", "checkpoint.keras", "metrics.jsonl")  # any of them makes a folder a run
-LOCK_NAME = ".portable-wgangp.lock"
+LOCK_NAME = object_lock.NAME  # the lock file here, the lock object on a store
 
 
 class Stopped(Exception):
@@ -234,7 +234,8 @@ class RemoteRunFolder(RunFolder):
                 self._published[name] = signature
 
     def _create(self) -> None:
-        self.remote.list()  # a missing bucket or refused credentials fail here, before anything is written
+        """Nothing: an object store has no folders, and `check` has already reached the store (a missing
+        bucket or refused credentials fail there, before anything is written)."""
 
     def _lock(self) -> None:
         self._object_lock.acquire()

@@ -123,8 +123,7 @@ class RemoteNpy:
 
         from portable_wgangp import storage
 
-        self.folder = storage.RemoteFolder(storage.parent(url))
-        self.object = url.rstrip("/").rsplit("/", 1)[1]
+        self.folder, self.object = storage.locate(url)
         with self.folder.open(self.object) as file:
             version = npy.read_magic(file)
             header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
@@ -232,12 +231,12 @@ def _local_listing(folder: str) -> list[tuple[str, str]]:
 
 def _remote_listing(folder) -> list[tuple[str, str]]:
     """``(class, name)`` of the images below a folder URL, from one listing of the store."""
-    listing = []
-    for name in folder.list():
+    listing, names = [], folder.list()
+    for name in names:
         parts = name.split("/")
         if len(parts) <= 2 and _is_image(parts[-1]):
             listing.append(("", parts[0]) if len(parts) == 1 else (parts[0], parts[1]))
-    if not listing and not folder.list():
+    if not names:
         raise ValueError(
             f"No objects below {folder.shown()!r}; pass images:URL of a folder of PNG or JPEG files."
         )

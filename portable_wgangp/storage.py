@@ -55,6 +55,11 @@ def parent(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[0]
 
 
+def locate(url: str) -> tuple[RemoteFolder, str]:
+    """The folder holding the object at ``url``, and the object's name in it."""
+    return RemoteFolder(parent(url)), url.rstrip("/").rsplit("/", 1)[1]
+
+
 class RemoteFolder:
     """The objects below one URL prefix. Every failure is a `UserError` naming the URL (credentials left
     out) and the reason in one sentence; a missing object reads as None."""
@@ -86,7 +91,7 @@ class RemoteFolder:
                 return self.fs.cat_file(path)
             except FileNotFoundError:
                 if not self._bucket_exists():
-                    raise
+                    raise self._no_bucket("read") from None
                 return None
 
         return self._call("read", name, cat)
@@ -145,9 +150,7 @@ class RemoteFolder:
         except FileNotFoundError as error:
             if verb == "read" and self._safe_bucket_exists():
                 raise UserError(f"No object {self.shown(name)}; check the URL.") from error
-            raise UserError(
-                f"Cannot {verb} {self.url}: the bucket does not exist; create it or fix the URL."
-            ) from error
+            raise self._no_bucket(verb) from error
         except PermissionError as error:
             raise UserError(
                 f"Cannot {verb} {self.shown(name)}: access refused ({_reason(error)}); check the "
@@ -155,6 +158,9 @@ class RemoteFolder:
             ) from error
         except Exception as error:
             raise UserError(f"Cannot {verb} {self.shown(name)}: {_reason(error)}.") from error
+
+    def _no_bucket(self, verb: str) -> UserError:
+        return UserError(f"Cannot {verb} {self.url}: the bucket does not exist; create it or fix the URL.")
 
     def _safe_bucket_exists(self) -> bool:
         try:
@@ -173,7 +179,8 @@ def _reason(error: BaseException) -> str:
 def _filesystem(url: str):
     """fsspec's filesystem and path for ``url``; a missing client library is named with its extra."""
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
+    gcs_emulator = scheme in ("gs", "gcs") and bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+    if gcs_emulator:
         # gcsfs first tries a gRPC call an emulator cannot answer (60 s a call) unless told not to
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     try:
@@ -181,8 +188,8 @@ def _filesystem(url: str):
     except ImportError as error:
         raise UserError(_install_hint(scheme, url)) from error
     options = {"use_listings_cache": False}  # other writers change the folder: list it afresh
-    if scheme in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
-        options.setdefault("token", "anon")  # an emulator takes no credentials; none are looked for
+    if gcs_emulator:
+        options["token"] = "anon"  # an emulator takes no credentials; none are looked for
     try:
         return fsspec.core.url_to_fs(url, **options)
     except ImportError as error:
@@ -198,11 +205,14 @@ def _install_hint(scheme: str, url: str) -> str:
 
 
 @contextlib.contextmanager
-def local_copy(url: str) -> Iterator[pathlib.Path]:
+def local_copy(url: str, missing_ok: bool = False) -> Iterator[pathlib.Path | None]:
     """A local copy of the object at ``url`` (for readers that need a file, such as Keras's loader),
-    removed afterwards; a missing object is a `UserError` naming the URL."""
-    folder, name = RemoteFolder(parent(url)), url.rstrip("/").rsplit("/", 1)[1]
+    removed afterwards; a missing object is a `UserError` naming the URL, or None with ``missing_ok``."""
+    folder, name = locate(url)
     data = folder.read(name)
+    if data is None and missing_ok:
+        yield None
+        return
     if data is None:
         raise UserError(f"No object {folder.shown(name)}; check the URL.")
     with tempfile.TemporaryDirectory(prefix="portable-wgangp-") as scratch:
@@ -229,9 +239,11 @@ def split_spec(rest: str) -> tuple[str, str]:
 
 def open_object(url: str):
     """A seekable binary file over the object at ``url`` (byte-range reads)."""
-    return RemoteFolder(parent(url)).open(url.rstrip("/").rsplit("/", 1)[1])
+    folder, name = locate(url)
+    return folder.open(name)
 
 
 def upload(path: pathlib.Path, url: str) -> None:
     """Put the local file ``path`` at ``url`` in one PUT (whole or not at all)."""
-    RemoteFolder(parent(url)).write(url.rstrip("/").rsplit("/", 1)[1], pathlib.Path(path).read_bytes())
+    folder, name = locate(url)
+    folder.write(name, pathlib.Path(path).read_bytes())
