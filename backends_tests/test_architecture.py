@@ -9,7 +9,8 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "portable_wgangp"
 
 LAYERS = [
     # 0: foundations, each one concept, no model
-    {"errors", "_startup", "host_memory", "storage", "object_lock", "files", "backend", "losses", "penalties"}
+    {"errors", "_startup", "host_memory", "storage", "object_lock", "files", "backend", "rng", "losses"}
+    | {"penalties"}
     | {"augment", "metrics", "datasets", "plots", "fid_inception"},
     {"sources", "rounds", "features"},  # 1: data: datasets -> sources -> rounds; datasets -> features
     {"distribution", "callbacks", "nets", "model"},  # 2: the model and its training

@@ -13,13 +13,14 @@ gradient flows through it. The transforms follow the official ``DiffAugment_pyto
 
 Randomness is split from the transform: `draw` makes the uniform numbers, ``(batch, DRAWS)``, and
 `apply` is a deterministic function of the images and those numbers, so the same numbers give the same
-images on every backend (the draws themselves come from Keras's per-backend random generators).
+images on every backend, and the draws come from `portable_wgangp.rng`, the same on every backend too.
 """
 
 from __future__ import annotations
 
-import keras
 from keras import ops
+
+from portable_wgangp import rng
 
 POLICIES = ("color", "translation", "cutout")
 # Uniform numbers per image: brightness, saturation, contrast, t_h, t_w, o_h, o_w.
@@ -43,8 +44,9 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
 
 
 def draw(batch_size, seed=None):
-    """The uniform numbers of one augmentation of a batch: ``(batch_size, DRAWS)``, U[0, 1)."""
-    return keras.random.uniform((batch_size, DRAWS), seed=seed)
+    """The uniform numbers of one augmentation of a batch: ``(batch_size, DRAWS)``, U(0, 1), from
+    `portable_wgangp.rng` (the same on every backend)."""
+    return rng.uniform((batch_size, DRAWS), seed=seed)
 
 
 def _integers(u, low: int, high: int):

@@ -15,12 +15,26 @@ On whatever it runs on (a TPU VM or pod slice, several GPUs, torchrun processes,
 The distributed runs come first: TensorFlow's logical CPUs and `MultiWorkerMirroredStrategy` must be set
 up before TensorFlow starts, and torch's process group is gone again (so the one-device runs are local)
 when its `pw.distribute` block ends.
+
+`run_reference_check` (``check --reference cpu``) instead trains the mlp case for K generator steps on the
+user's devices and strategy, under the active dtype policy, and the same K steps in float32 on the host
+CPU in a child process (every accelerator hidden from it), and compares the final weights and every
+step's metrics within the tolerance of the precision the device computes in: the coarser of its float32
+matmuls (`device_facts`: TPUs multiply float32 in one bfloat16 pass and recent NVIDIA GPUs in
+TensorFloat-32 unless told otherwise) and the policy's compute dtype.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 import time
 
 import keras
@@ -124,20 +138,26 @@ def linear_run() -> tuple:
     return linear_gan(case), np.swapaxes(rounds, 0, 1).reshape(-1, rounds.shape[-1]), rounds.shape[0]
 
 
-def mlp_run():
+def _zeros_mlp(input_dim: int, output_dim: int, width: int = 16, depth: int = 2) -> keras.Sequential:
+    """`nets.mlp`'s ReLU MLP with zero initial weights: nothing drawn (JAX compiles every eager draw), as
+    its weights are set right after."""
+    dense = functools.partial(keras.layers.Dense, kernel_initializer="zeros", bias_initializer="zeros")
+    hidden = [dense(width, activation="relu") for _ in range(depth)]
+    return keras.Sequential([keras.Input((input_dim,)), *hidden, dense(output_dim)])
+
+
+def mlp_run(steps: int = MLP_STEPS, batch: int = MLP_GLOBAL_BATCH):
     """``(gan, x, global_batch)``: ReLU MLPs (2 × 16) from fixed initial weights on fixed data, SGD,
-    random noise (model seed 7), 3 steps. Build it inside the distribution."""
+    random noise (model seed 7), ``steps`` generator steps of global batch ``batch``. Build it inside the
+    distribution."""
     rng = np.random.default_rng(0)
-    x = (rng.normal(size=(MLP_GLOBAL_BATCH * MLP_N_CRITIC * MLP_STEPS, 2)) * 0.3 + [1.0, -0.5]).astype(
-        "float32"
-    )
-    generator = mlp(MLP_LATENT, 2, width=16, depth=2)
-    critic = mlp(2, 1, width=16, depth=2)
+    x = (rng.normal(size=(batch * MLP_N_CRITIC * steps, 2)) * 0.3 + [1.0, -0.5]).astype("float32")
+    generator, critic = _zeros_mlp(MLP_LATENT, 2), _zeros_mlp(2, 1)
     for net in (generator, critic):  # the same initial weights whatever the strategy
         net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.4 for w in net.get_weights()])
     gan = WGANGP(generator, critic, MLP_LATENT, n_critic=MLP_N_CRITIC, gp_weight=1.0, seed=7)
     gan.compile(generator_optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
-    return gan, x, MLP_GLOBAL_BATCH
+    return gan, x, batch
 
 
 CASES = {"linear": linear_run, "mlp": mlp_run}
@@ -164,10 +184,10 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def train_case(name: str, build=None) -> Run:
-    """Build and train case ``name`` (or what ``build() -> (gan, x, global_batch)`` makes) in float32,
-    inside whatever distribution is in force."""
-    with dtype_policy("float32"):
+def train_case(name: str, build=None, policy: str = "float32") -> Run:
+    """Build and train case ``name`` (or what ``build() -> (gan, x, global_batch)`` makes) under the dtype
+    policy ``policy`` (float32), inside whatever distribution is in force."""
+    with dtype_policy(policy):
         gan, x, batch_size = (build or CASES[name])()
     history: list[dict] = []
 
@@ -369,5 +389,407 @@ def format_report(report: dict) -> str:
             f"{report['num_replicas']} replicas {t['replicas_ms']:.1f} ms, scaling efficiency "
             f"{100 * t['efficiency']:.0f} %"
         )
+    rows.append(verdict[report["passed"]])
+    return "\n".join(rows)
+
+
+# -- against the host CPU (`check --reference cpu`) -------------------------------------------------------
+
+REFERENCE_STEPS = 20
+# The precisions a run's arithmetic can have, finest first, each with the tolerance t of
+# |device − cpu| <= t·(1 + |cpu|) after REFERENCE_STEPS generator steps (K steps: t·max(1, K / 20)).
+# Measured, 20 steps, each backend on CPU: two processes differ by 0; initial weights 1 ulp apart end
+# ≤ 4e-7 apart; mixed_float16 ≤ 1.5e-2 and mixed_bfloat16 ≤ 3e-2 from float32 (in t's units).
+PRECISION_TOLERANCE = {
+    "float32": 1e-4,
+    "bfloat16_3x": 1e-3,  # TPU "high": three bfloat16 passes
+    "tensorfloat32": 5e-2,  # NVIDIA Ampere and later: inputs of float32 matmuls rounded to 10 bits
+    "float16": 1e-1,
+    "bfloat16": 1e-1,
+}
+PRECISIONS = tuple(PRECISION_TOLERANCE)
+_NAMES = {
+    "float32": "float32",
+    "bfloat16_3x": "three bfloat16 passes",
+    "tensorfloat32": "TensorFloat-32",
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+}
+_MATMULS = {**_NAMES, "bfloat16": "one bfloat16 pass"}
+# What a child process would inherit and must not: the run's processes, its devices.
+_DISTRIBUTED_VARIABLES = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TF_CONFIG",
+    "TPU_NAME",
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+_CPU_ONLY = {
+    "JAX_PLATFORMS": "cpu",
+    "CUDA_VISIBLE_DEVICES": "",
+    "HIP_VISIBLE_DEVICES": "",
+    "ROCR_VISIBLE_DEVICES": "",
+    "KERAS_TORCH_DEVICE": "cpu",
+    "JAX_DEFAULT_MATMUL_PRECISION": "highest",  # the CPU ignores it; the reference is float32 regardless
+}
+REFERENCE_CHILD = "import sys; from portable_wgangp import check; check.reference_child(sys.argv[1])"
+REFERENCE_TIMEOUT = 900  # seconds the CPU run may take
+
+
+def coarser(a: str, b: str) -> str:
+    """The less precise of two `PRECISIONS`."""
+    return max(a, b, key=PRECISIONS.index)
+
+
+def reference_tolerance(precision: str, steps: int) -> float:
+    """t of |device − cpu| <= t·(1 + |cpu|) for a device run in ``precision`` over ``steps`` steps."""
+    return PRECISION_TOLERANCE[precision] * max(1.0, steps / REFERENCE_STEPS)
+
+
+def reference_batch(num_replicas: int) -> int:
+    """The global batch: at least `MLP_GLOBAL_BATCH`, a multiple of the replicas."""
+    return num_replicas * -(-MLP_GLOBAL_BATCH // num_replicas)
+
+
+def device_facts(strategy: str = "none", native=None) -> dict:
+    """Where this process's runs compute and how its float32 matmuls multiply: ``kind`` (the device's
+    name), ``platform`` (cpu, gpu, tpu, cuda, …), ``matmul_precision`` (one of `PRECISIONS`),
+    ``matmul_setting`` (the setting that decides it) and ``float32_setting`` (what gives float32 matmuls;
+    "" when they are). ``strategy``, ``native``: the `Distribution`'s."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_facts()
+    if backend == "tensorflow":
+        return _tensorflow_facts(strategy, native)
+    return _torch_facts()
+
+
+def _tf32_overridden() -> bool:
+    """NVIDIA_TF32_OVERRIDE=0: cuBLAS and cuDNN never use TensorFloat-32, whatever a framework asks."""
+    return os.environ.get("NVIDIA_TF32_OVERRIDE") == "0"
+
+
+# How each framework multiplies float32 matrices, as pure functions of what it reports (tested on every
+# backend). ``capability``: an NVIDIA GPU's compute capability, (major, minor); TF32 needs (8, 0) on.
+
+
+def jax_matmul_precision(platform: str, setting, capability=(8, 0)) -> str:
+    """JAX: ``jax_default_matmul_precision`` (None: "default") on ``platform`` (cpu, gpu, cuda, rocm, tpu)."""
+    value = str(setting or "default").lower()
+    if platform not in ("gpu", "cuda", "rocm", "tpu") or value in ("highest", "float32", "f32_f32_f32"):
+        return "float32"  # XLA:CPU multiplies float32 in float32 whatever the setting
+    if value in ("bfloat16", "bf16_bf16_f32"):
+        return "bfloat16"
+    if platform == "tpu":  # default, fastest: one bfloat16 pass; high: three
+        return "bfloat16_3x" if value in ("high", "bfloat16_3x", "bf16_bf16_f32_x3") else "bfloat16"
+    if platform == "rocm":
+        return "float32"
+    return "tensorfloat32" if tuple(capability) >= (8, 0) else "float32"  # default, high, tensorfloat32
+
+
+def tensorflow_matmul_precision(
+    platform: str, tf32_enabled: bool, capability=(8, 0), overridden=False
+) -> str:
+    """TensorFlow: ``tf.config.experimental.tensor_float_32_execution_enabled()`` on ``platform``; on TPUs
+    it also selects XLA's DEFAULT precision (one bfloat16 pass) over HIGHEST."""
+    if platform == "tpu":
+        return "bfloat16" if tf32_enabled else "float32"
+    if platform == "gpu" and tf32_enabled and not overridden and tuple(capability) >= (8, 0):
+        return "tensorfloat32"
+    return "float32"
+
+
+def torch_matmul_precision(device_type: str, setting: str, capability=(8, 0), overridden=False) -> str:
+    """torch: ``torch.get_float32_matmul_precision()`` (highest, high, medium) on a ``device_type``
+    device; only CUDA heeds it."""
+    if device_type != "cuda" or setting == "highest" or overridden or tuple(capability) < (8, 0):
+        return "float32"
+    return "bfloat16" if setting == "medium" else "tensorfloat32"
+
+
+FLOAT32_SETTINGS = {
+    "jax": "JAX_DEFAULT_MATMUL_PRECISION=highest in the environment "
+    "(or jax.config.update('jax_default_matmul_precision', 'highest'))",
+    "tensorflow": "tf.config.experimental.enable_tensor_float_32_execution(False) before the run",
+    "tensorflow-gpu": "NVIDIA_TF32_OVERRIDE=0 in the environment "
+    "(or tf.config.experimental.enable_tensor_float_32_execution(False) before the run)",
+    "torch": "torch.set_float32_matmul_precision('highest') (or NVIDIA_TF32_OVERRIDE=0 in the environment)",
+}
+
+
+def _jax_facts() -> dict:
+    import jax
+
+    device = jax.devices()[0]
+    setting = jax.config.jax_default_matmul_precision
+    capability = tuple(int(p) for p in str(getattr(device, "compute_capability", "8.0")).split(".")[:2])
+    precision = jax_matmul_precision(device.platform, setting, capability)
+    return {
+        "kind": device.device_kind,
+        "platform": device.platform,
+        "matmul_precision": precision,
+        "matmul_setting": f"jax_default_matmul_precision={setting!r}",
+        "float32_setting": "" if precision == "float32" else FLOAT32_SETTINGS["jax"],
+    }
+
+
+def _tensorflow_facts(strategy: str, native) -> dict:
+    import tensorflow as tf
+
+    enabled = tf.config.experimental.tensor_float_32_execution_enabled()
+    kind, platform, capability = "CPU", "cpu", (8, 0)
+    gpus = tf.config.list_physical_devices("GPU")
+    devices = list(native.extended.worker_devices) if native is not None else []
+    if strategy == "tpu":
+        kind, platform = "TPU core", "tpu"
+    elif gpus and (any("GPU" in d.upper() for d in devices) if devices else True):
+        details = tf.config.experimental.get_device_details(gpus[0])
+        kind, platform = details.get("device_name", "GPU"), "gpu"
+        capability = details.get("compute_capability") or capability
+    precision = tensorflow_matmul_precision(platform, enabled, capability, _tf32_overridden())
+    fix = FLOAT32_SETTINGS["tensorflow-gpu" if platform == "gpu" else "tensorflow"]
+    return {
+        "kind": kind,
+        "platform": platform,
+        "matmul_precision": precision,
+        "matmul_setting": f"tf.config.experimental.tensor_float_32_execution_enabled()={enabled}",
+        "float32_setting": "" if precision == "float32" else fix,
+    }
+
+
+def _torch_facts() -> dict:
+    import torch
+
+    device = keras.ops.convert_to_tensor(0.0).device
+    setting = torch.get_float32_matmul_precision()
+    kind, capability = device.type, (0, 0)
+    if device.type == "cuda":
+        kind, capability = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+    precision = torch_matmul_precision(device.type, setting, capability, _tf32_overridden())
+    return {
+        "kind": kind,
+        "platform": device.type,
+        "matmul_precision": precision,
+        "matmul_setting": f"torch.get_float32_matmul_precision()={setting!r}",
+        "float32_setting": "" if precision == "float32" else FLOAT32_SETTINGS["torch"],
+    }
+
+
+def _device_name(facts: dict) -> str:
+    """The device's kind, and its platform where that differs: "NVIDIA H100 (gpu)", "TPU v4 (tpu)", "cpu"."""
+    kind, platform = facts["kind"], facts["platform"]
+    return kind if kind.lower() == platform.lower() else f"{kind} ({platform})"
+
+
+def reference_child(spec: str) -> None:
+    """The CPU side of `run_reference_check`, in its own process: train the mlp case in float32 without a
+    distribution and save its metrics, weights and device to ``spec["out"]`` (an .npz)."""
+    spec = json.loads(spec)
+    run = train_case("mlp", build=lambda: mlp_run(spec["steps"], spec["batch"]))
+    generator = len(run.model.generator.get_weights())
+    facts = device_facts()
+    np.savez(
+        spec["out"],
+        names=np.array(run.names),
+        logs=run.logs,
+        generator=np.array(generator),
+        platform=np.array(facts["platform"]),
+        device=np.array(_device_name(facts)),
+        **{f"w{i}": w for i, w in enumerate(run.weights)},
+    )
+
+
+def _start_reference(folder: pathlib.Path, steps: int, batch: int):
+    """Start the CPU run of `run_reference_check` in a child process; ``(process, out, log)``."""
+    env = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED_VARIABLES}
+    package_root = str(pathlib.Path(__file__).resolve().parents[1])  # the folder that holds portable_wgangp
+    env.update(_CPU_ONLY, KERAS_BACKEND=keras.backend.backend())
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    out, log = folder / "reference.npz", folder / "reference.log"
+    spec = json.dumps({"out": str(out), "steps": steps, "batch": batch})
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", REFERENCE_CHILD, spec], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    return process, out, log
+
+
+def _finish_reference(process, out: pathlib.Path, log: pathlib.Path) -> dict:
+    """Wait for the child of `_start_reference`; its saved arrays."""
+    try:
+        status = process.wait(timeout=REFERENCE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"The CPU reference run took over {REFERENCE_TIMEOUT} s; stopped it.") from None
+    if status != 0 or not out.is_file():
+        lines = log.read_text(errors="replace").strip().splitlines()
+        last = lines[-1] if lines else "(no output)"
+        raise RuntimeError(f"The CPU reference run failed (exit status {status}): {last}")
+    with np.load(out) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def run_reference_check(
+    strategy: str = "auto",
+    devices: list[str] | None = None,
+    *,
+    steps: int = REFERENCE_STEPS,
+    replicas: int = 2,
+    precision: str = "auto",
+) -> dict:
+    """`check --reference cpu`: the report of K = ``steps`` steps of the mlp case on this process's devices
+    (``strategy``, ``devices`` as `run_check` takes them; the active dtype policy) against the same steps
+    in float32 on the host CPU, as a JSON-ready dict; ``report["passed"]`` is the verdict.
+
+    ``precision``: the precision whose tolerance applies ("auto": the one the device computes in, the
+    coarser of its float32 matmuls and the dtype policy; "float32": demand float32 agreement).
+    """
+    if steps < 1:
+        raise ValueError(f"The reference check needs at least 1 step, got {steps}.")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose auto or one of {', '.join(PRECISIONS)}.")
+    devices = devices or default_devices(strategy, replicas)
+    policy = keras.config.dtype_policy()
+    with tempfile.TemporaryDirectory(prefix="wgangp-reference-") as folder:
+        with distribute(strategy, devices) as dist:
+            num_replicas, num_processes = dist.num_replicas, distribution.process_count()
+            index = distribution.process_index()
+            batch = reference_batch(num_replicas)
+            child = _start_reference(pathlib.Path(folder), steps, batch)  # runs while the device trains
+            try:
+                facts = device_facts(dist.strategy, dist.native)
+                device = train_case("mlp", build=lambda: mlp_run(steps, batch), policy=policy.name)
+            except BaseException:
+                child[0].kill()
+                child[0].wait()
+                raise
+        reference = _finish_reference(*child)
+    if reference["platform"].item() != "cpu":
+        raise RuntimeError(
+            f"The reference run was meant for the CPU but ran on {reference['device'].item()}."
+        )
+    names = [str(n) for n in reference["names"]]
+    if names != device.names:
+        raise RuntimeError(f"The runs logged different metrics: {device.names} and {names}.")
+    cpu_weights = [reference[f"w{i}"] for i in range(len(device.weights))]
+    compute = {"bfloat16": "bfloat16", "float16": "float16"}.get(policy.compute_dtype, "float32")
+    computed = coarser(facts["matmul_precision"], compute)
+    held_to = computed if precision == "auto" else precision
+    t = reference_tolerance(held_to, steps)
+    split = int(reference["generator"])
+    rows = {
+        "generator weights": list(zip(device.weights[:split], cpu_weights[:split])),
+        "critic weights": list(zip(device.weights[split:], cpu_weights[split:])),
+    }
+    rows.update({name: [(device.logs[:, j], reference["logs"][:, j])] for j, name in enumerate(names)})
+    figures = {
+        what: {"max_diff": max_abs_diff(pairs), "excess": max(_excess(a, b, t) for a, b in pairs)}
+        for what, pairs in rows.items()
+    }
+    passed = all(f["excess"] <= 1.0 for f in figures.values())
+    report = {
+        "passed": bool(passed),
+        "reference": "cpu",
+        "backend": keras.backend.backend(),
+        "strategy": dist.strategy,
+        "num_replicas": num_replicas,
+        "num_processes": num_processes,
+        "process_index": index,
+        "steps": steps,
+        "batch_size": batch,
+        "device": f"{num_replicas} × {_device_name(facts)}",
+        "platform": facts["platform"],
+        "matmul_precision": facts["matmul_precision"],
+        "matmul_setting": facts["matmul_setting"],
+        "dtype_policy": policy.name,
+        "compute_dtype": policy.compute_dtype,
+        "precision": computed,
+        "tolerance": {"precision": held_to, "rtol": t, "atol": t},
+        "max_weight_diff": max(figures[k]["max_diff"] for k in ("generator weights", "critic weights")),
+        "max_metric_diff": max(figures[k]["max_diff"] for k in names),
+        "max_metric_diff_by_name": {k: figures[k]["max_diff"] for k in names},
+        "excess": max(f["excess"] for f in figures.values()),
+        "rows": figures,
+        "reference_device": str(reference["device"].item()),
+        "reference_platform": str(reference["platform"].item()),
+    }
+    report["hint"] = reference_hint(report, facts["float32_setting"])
+    return report
+
+
+def _excess(actual, expected, t: float) -> float:
+    """max |a − b| / (t·(1 + |b|)); ≤ 1 passes."""
+    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
+    return float(np.max(np.abs(actual - expected) / (t * (1.0 + np.abs(expected))), initial=0.0))
+
+
+def reference_hint(report: dict, float32_setting: str) -> str:
+    """What the differences of a reference report say, and which settings give float32 agreement."""
+    reasons = []
+    if report["matmul_precision"] != "float32":
+        reasons.append(
+            f"the {report['platform'].upper()} multiplies float32 matrices in "
+            f"{_MATMULS[report['matmul_precision']]} ({report['matmul_setting']}); {float32_setting} "
+            "gives float32 matmuls"
+        )
+    if report["compute_dtype"] != "float32":
+        reasons.append(
+            f"the dtype policy {report['dtype_policy']} computes in {report['compute_dtype']}; the float32 "
+            "policy (leave out --dtype-policy) computes in float32"
+        )
+    held_to = report["tolerance"]["precision"]
+    if report["passed"]:
+        if not reasons and held_to == "float32":
+            return "the device computes what the CPU computes, to float32 rounding"
+        if not reasons:
+            return (
+                f"within the {held_to} tolerance asked for; the device computes in float32, and without "
+                "--precision it is held to float32's"
+            )
+        return (
+            f"within {_NAMES[held_to]} rounding; for float32 agreement (and a tolerance of "
+            f"{reference_tolerance('float32', report['steps']):g}): " + "; ".join(reasons)
+        )
+    if PRECISIONS.index(report["precision"]) > PRECISIONS.index(held_to):
+        return (
+            f"the device computes in {_NAMES[report['precision']]}, coarser than the {held_to} asked for: "
+            + "; ".join(reasons)
+        )
+    return (
+        f"the device run differs from the CPU's by more than {_NAMES[held_to]} rounding, which no precision "
+        "setting explains: its kernels, the strategy or the data it was fed compute something else; "
+        "`portable-wgangp check` (without --reference) compares the strategy with one device"
+    )
+
+
+def format_reference_report(report: dict) -> str:
+    """A reference report as a table, ending in PASS or FAIL."""
+    verdict = {True: "PASS", False: "FAIL"}
+    t = report["tolerance"]
+    tolerance = f"{t['atol']:g}·(1 + |cpu|)"
+    rows = [
+        f"portable-wgangp check --reference cpu: {report['backend']} backend, strategy "
+        f"{report['strategy']}, {report['num_replicas']} replicas in {report['num_processes']} "
+        f"process(es), {report['steps']} steps",
+        f"device: {report['device']}; float32 matmuls in {_MATMULS[report['matmul_precision']]} "
+        f"({report['matmul_setting']}); dtype policy {report['dtype_policy']}",
+        f"reference: the same steps in float32 on {report['reference_device']}, in another process",
+        f"tolerance: of {t['precision']}"
+        + (" (what the device computes in)" if t["precision"] == report["precision"] else " (asked for)"),
+        f"{'device vs CPU':<22} {'max |diff|':>11}  {'tolerance':>22}  result",
+    ]
+    for what, figure in report["rows"].items():
+        ok = figure["excess"] <= 1.0
+        rows.append(f"{what:<22} {figure['max_diff']:>11.3g}  {tolerance:>22}  {verdict[ok]}")
+    rows.append(f"hint: {report['hint']}")
     rows.append(verdict[report["passed"]])
     return "\n".join(rows)

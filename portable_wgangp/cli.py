@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = _command(
         commands,
         "check",
-        "replica-invariance self-test of this machine: R replicas vs one device (exit 0 = pass)",
+        "replica-invariance self-test of this machine: R replicas vs one device, or with --reference cpu "
+        "its devices vs the host CPU (exit 0 = pass)",
     )
     check.add_argument("--strategy", default="auto", help="the strategy to check (default auto)")
     check.add_argument("--devices", nargs="+", help="device names, as pw.distribute takes them (default all)")
@@ -94,9 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="replicas to create where there are not that many devices: TF logical CPUs for mirrored, "
         "JAX host devices on CPU (default 2)",
     )
-    check.add_argument("--dtype-policy", help="check the penalty under this policy, e.g. mixed_bfloat16")
+    check.add_argument(
+        "--dtype-policy",
+        help="check the penalty under this policy, e.g. mixed_bfloat16 (--reference: train the device's "
+        "run under it)",
+    )
     check.add_argument("--no-timing", action="store_true", help="skip the step timings")
     check.add_argument("--json", help="also write the report to this JSON file")
+    check.add_argument(
+        "--reference",
+        choices=["cpu"],
+        help="instead, train a small WGAN-GP on these devices (--strategy, --dtype-policy) and in float32 "
+        "on the host CPU in another process, and compare weights and metrics",
+    )
+    check.add_argument(
+        "--steps",
+        type=int,
+        metavar="K",
+        help="--reference: generator steps of each run (default 20; the tolerance grows with K/20)",
+    )
+    check.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16_3x", "tensorfloat32", "float16", "bfloat16"],
+        help="--reference: the precision whose tolerance applies; auto (default): the one the device "
+        "computes in (its float32 matmuls, the dtype policy); float32 demands float32 agreement",
+    )
 
     evaluate = _command(commands, "evaluate", "print the quality figures of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a .keras file written by train, or its URL")
@@ -314,6 +337,10 @@ def check(args) -> int:
 
     if args.replicas < 1:
         raise UserError(f"--replicas must be at least 1, got {args.replicas}.")
+    if not args.reference and (args.steps is not None or args.precision is not None):
+        raise UserError("--steps and --precision belong to --reference cpu; add it, or leave them out.")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}.")
     if args.json:
         _check_parent_folder(args.json)
     distribution.check_strategy(args.strategy)
@@ -324,11 +351,22 @@ def check(args) -> int:
             keras.config.set_dtype_policy(args.dtype_policy)
         except ValueError as error:
             raise UserError(f"Unknown --dtype-policy {args.dtype_policy!r}; e.g. mixed_bfloat16.") from error
-    report = self_test.run_check(
-        args.strategy, args.devices, replicas=args.replicas, timing=not args.no_timing
-    )
+    if args.reference:
+        report = self_test.run_reference_check(
+            args.strategy,
+            args.devices,
+            steps=args.steps or self_test.REFERENCE_STEPS,
+            replicas=args.replicas,
+            precision=args.precision or "auto",
+        )
+        form = self_test.format_reference_report
+    else:
+        report = self_test.run_check(
+            args.strategy, args.devices, replicas=args.replicas, timing=not args.no_timing
+        )
+        form = self_test.format_report
     if report["process_index"] == 0:  # one table and one file per run, not one per process
-        print(self_test.format_report(report), flush=True)
+        print(form(report), flush=True)
         if args.json:
             files.write_json(args.json, report)
     return 0 if report["passed"] else 1

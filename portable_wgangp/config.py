@@ -39,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     steps_per_execution: int = 1  # generator steps per call of the compiled step (TPUs, small networks)
     conditional: bool = False
+    critic_head: str = "projection"  # how a conditional critic takes the labels: projection or ac (AC-WGAN)
     base: int = 32
     image_size: int = 32
     eval_every: int = 0
@@ -84,6 +85,25 @@ IMAGE_DEFAULTS = {
 DATASET_DEFAULTS: dict[str, dict] = {"gaussians8": {}, "gaussians25": {"steps": 10000}, "swissroll": {}}
 # The paper's gan_toy.py exactly: 3×512 ReLU MLPs, 2-d noise, batch 256, 5 critic steps, λ 0.1, Adam 1e-4
 # with β (0.5, 0.9), no decay, 100,000 generator steps. For the 2-D toy datasets only.
+# cifar10: gan_cifar_resnet.py's unconditional run (Inception Score 7.86 in the paper's Table 3): the 32×32
+# ResNet with 128 channels, 128-d noise, batch 64, 5 critic steps, λ 10, Adam 2e-4 with β (0, 0.9), decayed
+# linearly to 0 over 100,000 generator steps. cifar10-conditional: the same with the labels, conditional
+# BatchNorm in the generator and an auxiliary-classifier critic (AC-WGAN, 8.42). For cifar10:PATH only.
+CIFAR10_PRESET = {
+    "model": "resnet",
+    "base": 128,
+    "latent_dim": 128,
+    "batch_size": 64,
+    "n_critic": 5,
+    "gp_weight": 10.0,
+    "penalty": "two_sided",
+    "lr": 2e-4,
+    "lr_decay": "linear",
+    "beta_1": 0.0,
+    "beta_2": 0.9,
+    "steps": 100000,
+    "conditional": False,
+}
 PRESETS = {
     "paper": {
         "width": 512,
@@ -97,7 +117,9 @@ PRESETS = {
         "beta_1": 0.5,
         "beta_2": 0.9,
         "steps": 100000,
-    }
+    },
+    "cifar10": CIFAR10_PRESET,
+    "cifar10-conditional": {**CIFAR10_PRESET, "conditional": True, "critic_head": "ac"},
 }
 # --lipschitz clip is the original WGAN (Arjovsky et al. 2017): RMSprop at 5e-5 (explicit flags override).
 LIPSCHITZ_DEFAULTS = {"clip": {"lr": 5e-5}}
@@ -105,6 +127,7 @@ CHOICES = {
     "penalty": ("two_sided", "one_sided", "zero_centered"),
     "lr_decay": ("linear", "constant"),
     "lipschitz": ("penalty", "clip", "spectral"),
+    "critic_head": ("projection", "ac"),
 }
 # Integer settings and their least value.
 MINIMA = {
@@ -123,6 +146,8 @@ MINIMA = {
     "gp_every": 1,
     "workers": 0,
 }
+# The generator of a run's random numbers (`portable_wgangp.rng`): config.json records it, --resume insists.
+RANDOM_NUMBERS = "threefry2x32"
 MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds are 32-bit
 
 
@@ -156,15 +181,32 @@ def requested_values(given: dict, config_file: str | None = None, preset: str | 
 def resolve(requested: dict, preset: str | None = None) -> TrainConfig:
     """The full, validated configuration: defaults < the dataset's defaults < ``requested``."""
     dataset = requested.get("dataset", TrainConfig.dataset)
-    if preset is not None and not is_toy(dataset):
-        raise UserError(
-            f"--preset {preset} is gan_toy.py's setting for the 2-D toy datasets "
-            f"({', '.join(TOY_DATASETS)}), not for {dataset}; drop --preset."
-        )
+    if preset is not None:
+        check_preset(preset, dataset)
     lipschitz = LIPSCHITZ_DEFAULTS.get(requested.get("lipschitz", TrainConfig.lipschitz), {})
     config = _with_rates(TrainConfig(**{**dataset_defaults(dataset), **lipschitz, **requested}))
     validate(config)
     return config
+
+
+def is_cifar10(dataset: str) -> bool:
+    kind, _, rest = dataset.partition(":")
+    return kind == "cifar10" and bool(rest)
+
+
+def check_preset(preset: str, dataset: str) -> None:
+    """Refuse a preset on data it was not made for: ``paper`` is for the 2-D toys, ``cifar10`` and
+    ``cifar10-conditional`` for ``cifar10:PATH``."""
+    if preset == "paper" and not is_toy(dataset):
+        raise UserError(
+            f"--preset {preset} is gan_toy.py's setting for the 2-D toy datasets "
+            f"({', '.join(TOY_DATASETS)}), not for {dataset}; drop --preset."
+        )
+    if preset.startswith("cifar10") and not is_cifar10(dataset):
+        raise UserError(
+            f"--preset {preset} is gan_cifar_resnet.py's setting for CIFAR-10, not for {dataset}; pass "
+            "--dataset cifar10:PATH (cifar-10-python.tar.gz or cifar-10-batches-py/) or drop --preset."
+        )
 
 
 def _with_rates(config: TrainConfig) -> TrainConfig:
@@ -272,11 +314,13 @@ def _validate_data_and_model(config: TrainConfig) -> None:
     if config.lipschitz == "spectral" and config.model == "resnet":
         raise UserError("--lipschitz spectral is built for --model dcgan (and mlp), not resnet; use dcgan.")
     kind, _, rest = config.dataset.partition(":")
-    if config.dataset != "digits" and not (kind in ("npz", "npy", "images") and rest):
+    if config.dataset != "digits" and not (kind in ("npz", "npy", "images", "cifar10") and rest):
         raise UserError(
             f"Unknown dataset {config.dataset!r}; use {', '.join(TOY_DATASETS)}, digits, npz:PATH[:KEY], "
-            "npy:PATH[:LABELS] or images:DIR."
+            "npy:PATH[:LABELS], images:DIR or cifar10:PATH."
         )
+    if config.critic_head == "ac" and not config.conditional:
+        raise UserError("--critic-head ac classifies the labels of a --conditional model; add --conditional.")
     if config.model not in ("dcgan", "resnet"):
         raise UserError(f"Unknown model {config.model!r} for images; choose dcgan or resnet.")
     if config.extractor:
@@ -300,12 +344,25 @@ def check_extractor(spec: str) -> None:
         )
 
 
-def load_saved(path: pathlib.Path) -> TrainConfig:
-    """The configuration a run saved in ``config.json``; a UserError when it is not one."""
+def saved_form(config: TrainConfig) -> dict:
+    """What ``config.json`` holds: the settings and the generator of the run's random numbers."""
+    return {**dataclasses.asdict(config), "random_numbers": RANDOM_NUMBERS}
+
+
+def load_saved(path: pathlib.Path, *, resuming: bool = False) -> TrainConfig:
+    """The configuration a run saved in ``config.json``; a UserError when it is not one, or (``resuming``)
+    when its random numbers came from another generator than `RANDOM_NUMBERS`."""
     try:
         values = json.loads(path.read_text())
         if not isinstance(values, dict):
             raise ValueError("not a JSON object")
+        drawn = values.pop("random_numbers", "keras")  # earlier runs drew from Keras's per-backend generators
+        if resuming and drawn != RANDOM_NUMBERS:
+            raise UserError(
+                f"{path} is a run whose random numbers came from {drawn!r}, and this version draws them from "
+                f"{RANDOM_NUMBERS!r}, so it cannot continue that run: resume it with the version that began "
+                "it, or start a new run with --overwrite."
+            )
         return _with_rates(TrainConfig(**values))
     except (ValueError, TypeError) as error:
         raise UserError(

@@ -26,11 +26,19 @@ TRAIN = {
         "DATA",
         "the real samples: gaussians8, gaussians25, swissroll (2-D toys, generated), digits (scikit-learn's "
         "8x8), npz:PATH[:KEY] (arrays in memory), npy:PATH[:LABELS] (memory-mapped), images:DIR (PNG/JPEG, "
-        "sub-folders are classes, streamed); PATH and DIR may be gs:// or s3:// URLs",
+        "sub-folders are classes, streamed), cifar10:PATH (CIFAR-10's training split and labels from "
+        "cifar-10-python.tar.gz or its cifar-10-batches-py folder, never downloaded); npz, npy and images "
+        "PATH and DIR may be gs:// or s3:// URLs",
     ),
     "image_size": ("data", "PIXELS", "images:DIR only: images are resized to PIXELS x PIXELS"),
     "workers": ("data", "N", "threads that read and decode images ahead of the step (0: read in the step)"),
     "conditional": ("data", None, "train on the data's class labels (a conditional generator and critic)"),
+    "critic_head": (
+        "networks",
+        "{projection,ac}",
+        "--conditional only: how the critic takes the labels: projection (a projection term, Miyato & Koyama "
+        "2018) or ac (an auxiliary classifier, the paper's AC-WGAN)",
+    ),
     "model": (
         "networks",
         "{mlp,dcgan,resnet}",
@@ -53,7 +61,11 @@ TRAIN = {
     ),
     "beta_1": ("training", "BETA", "Adam's first-moment decay, in [0, 1)"),
     "beta_2": ("training", "BETA", "Adam's second-moment decay, in [0, 1)"),
-    "seed": ("training", "N", "seed of the weights, the noise and the data order, 0..2**32-1"),
+    "seed": (
+        "training",
+        "N",
+        "seed of the weights, the noise and the data order, 0..2**32-1 (the same run on every backend)",
+    ),
     "ema": ("training", None, "sample and evaluate with an exponential moving average of the generator"),
     "ema_decay": ("training", "DECAY", "--ema's decay per step, in [0, 1)"),
     "augment": (
@@ -108,6 +120,12 @@ TRAIN = {
     ),
 }
 
+# --preset's help: the presets and the data each is for (config.PRESETS holds their settings).
+PRESET = (
+    "paper: gan_toy.py's exact setting (2-D toys); cifar10, cifar10-conditional: gan_cifar_resnet.py's "
+    "ResNet, unconditional or AC-WGAN (cifar10:PATH; see docs/images.md). Flags override a preset"
+)
+
 EXAMPLES = {
     "train": [
         "portable-wgangp train --out runs/demo",
@@ -126,8 +144,8 @@ EXAMPLES = {
     ],
     "check": [
         "portable-wgangp check",
-        "portable-wgangp check --strategy mirrored --replicas 4 --json check.json",
-        "portable-wgangp check --dtype-policy mixed_bfloat16 --no-timing",
+        "portable-wgangp check --strategy mirrored --replicas 4 --dtype-policy mixed_float16 --no-timing",
+        "portable-wgangp check --reference cpu --json reference.json",
     ],
     "stats": [
         "portable-wgangp stats --dataset images:photos/ --out photos-stats.npz",

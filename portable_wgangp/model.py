@@ -17,7 +17,7 @@ from keras import ops
 from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from portable_wgangp import augment as augmentation
-from portable_wgangp import backend, distribution, sources
+from portable_wgangp import backend, distribution, rng, sources
 from portable_wgangp.callbacks import EpochOrder, NonFiniteGuard, StepByStep
 from portable_wgangp.losses import drift, generator_loss, wasserstein_estimate
 from portable_wgangp.penalties import check_mode, gradient_norms, penalty_from_norms, uniform_epsilon
@@ -130,7 +130,8 @@ class WGANGP(keras.Model):
         penalty: ``"two_sided"``, ``"one_sided"`` or ``"zero_centered"`` (see `gradient_penalty`).
         drift_weight: ε_drift, weight of ProGAN's ``mean(D(real)²)`` in the critic's objective.
         penalty_target: t, the target gradient norm of the two- and one-sided penalties.
-        seed: seed of the latent vectors, interpolation weights and data order.
+        seed: seed of the latent vectors, interpolation weights, DiffAugment draws and data order, drawn
+            by threefry-2x32 (`portable_wgangp.rng`): the same numbers on every backend and replica count.
         num_classes: for a class-conditional GAN: the generator takes ``[z, labels]``, the critic
             ``[samples, labels]`` (labels: integers of shape ``(batch,)``); fit takes ``(x, y)``. A critic
             with two outputs ``[scores, class_logits]`` and samples alone as input is an auxiliary
@@ -597,7 +598,7 @@ class WGANGP(keras.Model):
 
         Override to control the noise (tests do); each replica trains on its own slice of these rows.
         """
-        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        return rng.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
     def interpolation_weights(self, batch_size):
         """ε ~ U[0, 1] of shape ``(batch_size,)`` for a GLOBAL batch: the weight of each real sample."""

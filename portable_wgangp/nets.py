@@ -1,10 +1,29 @@
-"""Reference networks, built from Keras layers only (so they run on every backend)."""
+"""Reference networks, built from Keras layers only (so they run on every backend).
+
+Every builder takes ``seed``: its network's initial weights are drawn by `portable_wgangp.rng.initialize`,
+the same on every backend (None: a seed from Python's `random`, which `keras.utils.set_random_seed` seeds).
+"""
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import numpy as np
 from keras import layers
+
+from portable_wgangp import rng
+
+
+def _seeded(build):
+    """``build`` with a keyword ``seed``: the network it returns has weights drawn by `rng.initialize`."""
+
+    @functools.wraps(build)
+    def seeded(*args, seed: int | None = None, **kwargs) -> keras.Model:
+        seed = rng.resolve_seed(seed)  # before building: layers may draw from Python's random too
+        return rng.initialize(build(*args, **kwargs), seed)
+
+    return seeded
 
 
 def _spectral(layer: layers.Layer, spectral: bool) -> layers.Layer:
@@ -13,6 +32,7 @@ def _spectral(layer: layers.Layer, spectral: bool) -> layers.Layer:
     return layers.SpectralNormalization(layer) if spectral else layer
 
 
+@_seeded
 def mlp(
     input_dim: int,
     output_dim: int,
@@ -45,6 +65,7 @@ def _upsamplings(image_shape) -> int:
     return max(1, int(np.log2(height // 4)))
 
 
+@_seeded
 def dcgan_generator(
     latent_dim: int,
     image_shape=(32, 32, 3),
@@ -80,6 +101,7 @@ def dcgan_generator(
     return keras.Model(inputs if num_classes else z, images, name="dcgan_generator")
 
 
+@_seeded
 def dcgan_critic(
     image_shape=(32, 32, 3),
     *,
@@ -166,6 +188,7 @@ def _residual_block(h, channels: int, resample: str | None, labels=None, num_cla
     return layers.Add()([shortcut, h])
 
 
+@_seeded
 def resnet_generator(latent_dim: int = 128, *, dim: int = 128, num_classes: int | None = None) -> keras.Model:
     """The paper's 32×32 ResNet generator (``gan_cifar_resnet.py``): z → 4×4 → three up-blocks → 32×32×3.
 
@@ -181,6 +204,7 @@ def resnet_generator(latent_dim: int = 128, *, dim: int = 128, num_classes: int 
     return keras.Model([z, labels] if num_classes else z, images, name="resnet_generator")
 
 
+@_seeded
 def resnet_critic(*, dim: int = 128, num_classes: int | None = None) -> keras.Model:
     """The paper's 32×32 ResNet critic, without normalization.
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import keras
 from keras import ops
 
+from portable_wgangp import rng
 from portable_wgangp.backend import input_gradient
 
 PENALTY_MODES = ("two_sided", "one_sided", "zero_centered")
@@ -70,8 +70,9 @@ def _check_epsilon_shape(shape: tuple, sample_shape: tuple) -> None:
 
 
 def uniform_epsilon(batch_size, seed=None):
-    """Per-sample interpolation weights ε ~ U[0, 1], shape ``(batch,)``."""
-    return keras.random.uniform((batch_size,), seed=seed)
+    """Per-sample interpolation weights ε ~ U(0, 1), shape ``(batch,)``, from `portable_wgangp.rng` (``seed``:
+    a `keras.random.SeedGenerator`, an int or None), the same on every backend."""
+    return rng.uniform((batch_size,), seed=seed)
 
 
 def penalty_from_norms(norms, mode: str = "two_sided", target: float = 1.0):

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Iterator
 
 from portable_wgangp import files, object_lock, storage
-from portable_wgangp.config import TrainConfig, check_resume, load_saved, resolve
+from portable_wgangp.config import TrainConfig, check_resume, load_saved, resolve, saved_form
 from portable_wgangp.errors import UserError
 
 RUN_FILES = (
@@ -286,7 +286,8 @@ def train(request: TrainRequest) -> int:
     folder.check(mode)
     if request.resume:
         folder.fetch(("config.json", "checkpoint.keras", "metrics.jsonl"))
-        config = check_resume(load_saved(folder / "config.json"), request.requested, folder / "config.json")
+        saved = load_saved(folder / "config.json", resuming=True)
+        config = check_resume(saved, request.requested, folder / "config.json")
     else:
         config = resolve(request.requested, request.preset)
     task = tasks.make_task(config)
@@ -302,7 +303,7 @@ def train(request: TrainRequest) -> int:
             with tempfile.TemporaryDirectory() as scratch:
                 return _fit_and_finish(config, task, gan, RunFolder(scratch), done, best, quiet=True)
         with _claimed_by_all(folder, mode):
-            files.write_json(folder / "config.json", dataclasses.asdict(config))
+            files.write_json(folder / "config.json", saved_form(config))
             _keep_records_until(folder / "metrics.jsonl", done)
             folder.publish()
             return _fit_and_finish(config, task, gan, folder, done, best, request.quiet)

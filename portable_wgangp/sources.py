@@ -11,7 +11,9 @@ read it ahead of the step (0 for memory). Three kinds:
   depth (uint8, uint16) and are scaled per read, so arrays larger than memory train; on object storage
   (``npy:gs://…``) the rows of a read are fetched as byte ranges (`RemoteNpy`), never the whole file;
 - `ImageFolderSource`: a folder of PNG/JPEG files (``images:DIR``, or ``images:gs://BUCKET/DIR``,
-  ``s3://…``: listed once), decoded and resized per read.
+  ``s3://…``: listed once), decoded and resized per read;
+- `Cifar10Source`: CIFAR-10's training split from its python archive (``cifar10:PATH``), held as uint8
+  (150 MB) and scaled per read.
 
 Only the file listing and the labels are held in memory (about 100 bytes a file): a folder of millions of
 images trains in the same memory as a folder of hundreds. `portable_wgangp.rounds` draws the minibatches.
@@ -19,8 +21,11 @@ images trains in the same memory as a folder of hundreds. `portable_wgangp.round
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
+import pickle
+import tarfile
 from collections.abc import Sequence
 
 import keras
@@ -206,6 +211,126 @@ class ImageFolderSource:
         return images
 
 
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))  # the training split, in this order
+CIFAR10_HINT = "pass the cifar-10-python.tar.gz archive or its cifar-10-batches-py folder"
+
+
+class Cifar10Source:
+    """CIFAR-10's training split (50,000 32×32 RGB images, labels 0..9) from the python version of the
+    archive: ``cifar-10-python.tar.gz`` (read in place, nothing extracted to disk), its extracted
+    ``cifar-10-batches-py`` folder, or the folder that holds that one. Never downloaded.
+
+    The batches ``data_batch_1`` … ``data_batch_5`` are concatenated in that order; the images are held as
+    uint8 ``(N, 32, 32, 3)`` (channel-last, from the archive's channel-first rows) and scaled to [-1, 1]
+    when read. The batch files are pickles: they are read with an unpickler that builds only dicts, lists,
+    numbers, bytes and numpy arrays (`_CifarUnpickler`), so a file that asks for anything else is refused
+    instead of run; still, take the archive from its official source
+    (https://www.cs.toronto.edu/~kriz/cifar.html).
+    """
+
+    def __init__(self, path: str):
+        self.name, self.workers = str(path), 0
+        batches = _cifar10_batches(path)
+        data = [batches[name][0].reshape(-1, 3, 32, 32) for name in CIFAR10_BATCHES]
+        self.images = np.concatenate(data).transpose(0, 2, 3, 1).copy()  # channel-last, contiguous
+        self.labels = np.concatenate([batches[name][1] for name in CIFAR10_BATCHES])
+        self.sample_shape = (32, 32, 3)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return scale_images(self.images[np.asarray(indices)])
+
+
+def _cifar10_batches(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The data and labels (`_cifar10_batch`) of ``data_batch_1..5`` in a CIFAR-10 python archive (a tar,
+    gzipped or not) or folder, each batch parsed as it is read (one batch's bytes in memory at a time)."""
+    root, batches = pathlib.Path(path), {}
+    if root.is_dir():
+        folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+        for name in CIFAR10_BATCHES:
+            if (folder / name).is_file():
+                batches[name] = _cifar10_batch((folder / name).read_bytes(), f"{path!r}, {name}")
+    elif root.is_file():
+        try:
+            archive = tarfile.open(root, "r:*")
+        except tarfile.ReadError as error:
+            raise ValueError(f"{path!r} is not a tar archive, gzipped or not; {CIFAR10_HINT}.") from error
+        except OSError as error:
+            raise ValueError(f"Cannot read the archive {path!r} ({error}); {CIFAR10_HINT}.") from error
+        try:
+            with archive:
+                for member in archive:
+                    name = member.name.rsplit("/", 1)[-1]
+                    if member.isfile() and name in CIFAR10_BATCHES and name not in batches:
+                        content = archive.extractfile(member).read()
+                        batches[name] = _cifar10_batch(content, f"{path!r}, {name}")
+        except (tarfile.TarError, OSError, EOFError) as error:  # truncated or corrupt
+            reason = " ".join(str(error).split())
+            raise ValueError(f"Cannot read the archive {path!r} ({reason}); {CIFAR10_HINT}.") from error
+    else:
+        raise ValueError(f"No CIFAR-10 archive or folder at {path!r}; {CIFAR10_HINT}.")
+    missing = [name for name in CIFAR10_BATCHES if name not in batches]
+    if len(missing) == len(CIFAR10_BATCHES):
+        raise ValueError(f"{path!r} holds no data_batch_1..5; {CIFAR10_HINT}.")
+    if missing:
+        raise ValueError(f"{path!r} lacks {', '.join(missing)} of data_batch_1..5; {CIFAR10_HINT}.")
+    return batches
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numbers, numpy arrays) and nothing else:
+    any other class or function a pickle names is refused, so a tampered file cannot run code."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),  # how numpy pickles an array
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),  # the same, pickle protocol 5
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+        if module.startswith(("numpy.core.", "numpy._core.")):  # numpy.core is numpy 2's numpy._core
+            import importlib
+
+            inner = module.split(".", 2)[2]
+            for package in ("numpy._core", "numpy.core"):
+                try:
+                    return getattr(importlib.import_module(f"{package}.{inner}"), name)
+                except (ImportError, AttributeError):
+                    continue
+        return super().find_class(module, name)
+
+
+def _cifar10_batch(content: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``data`` (uint8 ``(n, 3072)``) and ``labels`` (``(n,)``, 0..9) of one pickled CIFAR-10 batch."""
+    try:
+        batch = _CifarUnpickler(io.BytesIO(content), encoding="bytes").load()
+    except Exception as error:  # a pickle's failures are of any type
+        raise ValueError(f"{what} is not a CIFAR-10 batch ({error}); {CIFAR10_HINT}.") from error
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(
+            f"{what} is not a CIFAR-10 batch (its data must be uint8 rows of 3072 values, found {found}); "
+            f"{CIFAR10_HINT}."
+        )
+    try:
+        labels = as_labels(np.asarray(labels), len(data), num_classes=10)
+    except ValueError as error:
+        raise ValueError(f"{what} is not a CIFAR-10 batch ({error}); {CIFAR10_HINT}.") from error
+    return data, labels
+
+
 def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
@@ -268,8 +393,9 @@ def read_image(path, size: int, name: str | None = None) -> np.ndarray:
 
 def open_source(spec: str, size: int = 32, workers: int = DEFAULT_WORKERS):
     """The source of a dataset spec: ``digits``, ``npz:PATH[:KEY]`` (in memory), ``npy:PATH[:LABELS]``
-    (memory-mapped) or ``images:DIR`` (streamed by ``workers`` threads); a ValueError says what is wrong
-    with it. PATH and DIR may be object-storage URLs (``gs://…``, ``s3://…``)."""
+    (memory-mapped), ``images:DIR`` (streamed by ``workers`` threads) or ``cifar10:PATH`` (CIFAR-10's
+    python archive or folder, `Cifar10Source`); a ValueError says what is wrong with it. npz, npy and
+    images PATH and DIR may be object-storage URLs (``gs://…``, ``s3://…``)."""
     from portable_wgangp import storage
 
     if spec == "digits":
@@ -283,9 +409,11 @@ def open_source(spec: str, size: int = 32, workers: int = DEFAULT_WORKERS):
         return MemmapSource(path, labels or None)
     if kind == "images" and rest:
         return ImageFolderSource(rest, size, workers)
+    if kind == "cifar10" and rest:
+        return Cifar10Source(rest)
     raise ValueError(
         f"Unknown dataset {spec!r}; use {', '.join(datasets.TOY_DATASETS)}, digits, npz:PATH[:KEY], "
-        "npy:PATH[:LABELS] or images:DIR."
+        "npy:PATH[:LABELS], images:DIR or cifar10:PATH."
     )
 
 
@@ -452,6 +580,7 @@ def load_npz(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray 
 
 def load_images(spec: str, size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (all of them, in memory) and labels (or None) of ``digits``, ``npz:PATH[:KEY]``,
-    ``npy:PATH[:LABELS]`` or ``images:DIR``; training streams them instead (`sources.open_source`)."""
+    ``npy:PATH[:LABELS]``, ``images:DIR`` or ``cifar10:PATH``; training streams them instead
+    (`sources.open_source`)."""
     source = open_source(spec, size)
     return read_all(source), source.labels

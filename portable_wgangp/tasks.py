@@ -1,8 +1,9 @@
 """What a run trains on: the data, its networks, its quality figures and its pictures.
 
 A task is chosen by the dataset (`make_task`): `ToyTask` for the 2-D toy distributions, `ImageTask` for
-images (``digits``, ``npz:PATH[:KEY]``, ``images:DIR``). Building a task loads and validates the data, so
-every data problem is found before a run folder is touched.
+images (``digits``, ``npz:PATH[:KEY]``, ``npy:PATH[:LABELS]``, ``images:DIR``, ``cifar10:PATH``).
+Building a task loads and validates the data, so every data problem is found before a run folder is
+touched.
 """
 
 from __future__ import annotations
@@ -95,14 +96,18 @@ class ImageTask:
 
         c, shape = self.config, self.sample_shape
         if c.model == "resnet":
-            return (
-                nets.resnet_generator(c.latent_dim, dim=c.base, num_classes=self.num_classes),
-                nets.resnet_critic(dim=c.base, num_classes=self.num_classes),
-            )
+            generator = nets.resnet_generator(c.latent_dim, dim=c.base, num_classes=self.num_classes)
+            if self.num_classes and c.critic_head == "ac":
+                return generator, _auxiliary_classifier(nets.resnet_critic(dim=c.base), self.num_classes)
+            return generator, nets.resnet_critic(dim=c.base, num_classes=self.num_classes)
         return (
             nets.dcgan_generator(c.latent_dim, shape, base=c.base, num_classes=self.num_classes),
             nets.dcgan_critic(
-                shape, base=c.base, num_classes=self.num_classes, spectral=c.lipschitz == "spectral"
+                shape,
+                base=c.base,
+                num_classes=self.num_classes,
+                head=c.critic_head,
+                spectral=c.lipschitz == "spectral",
             ),
         )
 
@@ -160,6 +165,16 @@ class ImageTask:
         rows = self.num_classes or 8
         labels = None if self.num_classes is None else np.repeat(np.arange(rows), 10)
         plots.image_grid(path, gan.sample(rows * 10, seed=self.config.seed, labels=labels), rows, title)
+
+
+def _auxiliary_classifier(critic, num_classes: int):
+    """An unconditional critic whose last layer is its linear score, with a second output: class logits
+    from the same features (AC-WGAN: gan_cifar_resnet.py's ACGAN head; outputs ``[scores, logits]``)."""
+    import keras
+
+    features = critic.layers[-1].input
+    logits = keras.layers.Dense(num_classes, dtype="float32")(features)
+    return keras.Model(critic.input, [critic.output, logits], name=f"{critic.name}_ac")
 
 
 def make_task(config: TrainConfig):
