@@ -23,10 +23,10 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from specs import Spec  # noqa: E402
+from specs import Spec
 
-import portable_wgangp as pw  # noqa: E402
-from portable_wgangp import rng  # noqa: E402
+import portable_wgangp as pw
+from portable_wgangp import rng
 
 DCGAN = Spec("dcgan", 128, 64, 5, (32, 32, 3), width=64)
 

@@ -482,17 +482,25 @@ def _tf32_overridden() -> bool:
 
 
 def jax_matmul_precision(platform: str, setting, capability=(8, 0)) -> str:
-    """JAX: ``jax_default_matmul_precision`` (None: "default") on ``platform`` (cpu, gpu, cuda, rocm, tpu)."""
+    """JAX: ``jax_default_matmul_precision`` on ``platform`` (cpu, gpu, cuda, rocm, tpu). Its levels
+    (`jax.lax.Precision`): DEFAULT (None, default, fastest, bfloat16): one bfloat16 pass on TPUs,
+    TensorFloat-32 on GPUs that have it; HIGH (high, bfloat16_3x, tensorfloat32): three bfloat16 passes on
+    TPUs, TensorFloat-32 on GPUs; HIGHEST (highest, float32): float32 (six passes on TPUs). Or the name
+    of a dot algorithm (`jax.lax.DotAlgorithmPreset`), which says its precision itself."""
     value = str(setting or "default").lower()
-    if platform not in ("gpu", "cuda", "rocm", "tpu") or value in ("highest", "float32", "f32_f32_f32"):
+    algorithms = {"f32_f32_f32": "float32", "bf16_bf16_f32_x6": "float32", "bf16_bf16_f32_x9": "float32"}
+    algorithms.update(bf16_bf16_f32="bfloat16", bf16_bf16_f32_x3="bfloat16_3x", tf32_tf32_f32="tensorfloat32")
+    algorithms.update(tf32_tf32_f32_x3="bfloat16_3x", f16_f16_f32="float16")
+    if platform not in ("gpu", "cuda", "rocm", "tpu") or value in ("highest", "float32"):
         return "float32"  # XLA:CPU multiplies float32 in float32 whatever the setting
-    if value in ("bfloat16", "bf16_bf16_f32"):
-        return "bfloat16"
-    if platform == "tpu":  # default, fastest: one bfloat16 pass; high: three
-        return "bfloat16_3x" if value in ("high", "bfloat16_3x", "bf16_bf16_f32_x3") else "bfloat16"
+    if value in algorithms:
+        return algorithms[value]
+    high = value in ("high", "bfloat16_3x", "tensorfloat32")
+    if platform == "tpu":
+        return "bfloat16_3x" if high else "bfloat16"
     if platform == "rocm":
         return "float32"
-    return "tensorfloat32" if tuple(capability) >= (8, 0) else "float32"  # default, high, tensorfloat32
+    return "tensorfloat32" if tuple(capability) >= (8, 0) else "float32"
 
 
 def tensorflow_matmul_precision(

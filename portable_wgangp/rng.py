@@ -18,10 +18,10 @@ backends only by float32 rounding.
 from __future__ import annotations
 
 import math
-import operator
 import random
 
 import keras
+import numpy as np
 from keras import ops
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -29,10 +29,35 @@ _PARITY = 0x1BD11BDA
 _MANTISSA_BITS = 23
 
 
-if keras.backend.backend() == "tensorflow":  # its tensors define no shift operators
-    _shift_left, _shift_right = ops.left_shift, ops.right_shift
-else:  # the operators skip keras.ops's dispatch, which eager torch pays on every call (~20 µs)
-    _shift_left, _shift_right = operator.lshift, operator.rshift
+# TensorFlow's tensors define no shift operators; elsewhere the operators skip keras.ops's dispatch, which
+# eager torch pays on every call (~20 µs).
+_SHIFT_OPERATORS = keras.backend.backend() != "tensorflow"
+
+
+def _shift_left(x, bits: int):
+    return x << bits if _SHIFT_OPERATORS or isinstance(x, np.ndarray) else ops.left_shift(x, bits)
+
+
+def _shift_right(x, bits: int):
+    return x >> bits if _SHIFT_OPERATORS or isinstance(x, np.ndarray) else ops.right_shift(x, bits)
+
+
+class _HostOps:
+    """The few `keras.ops` a draw uses, in numpy, for the initial weights: drawn once, on the host, where
+    JAX's eager dispatch would compile each operation for each new weight shape (~9 s for two MLPs)."""
+
+    arange, zeros_like, concatenate, reshape = np.arange, np.zeros_like, np.concatenate, np.reshape
+    log, sqrt, cos, sin = np.log, np.sqrt, np.cos, np.sin
+
+    @staticmethod
+    def cast(x, dtype):
+        return np.asarray(x).astype(dtype)
+
+    @staticmethod
+    def erfinv(x):
+        from scipy.special import erfinv
+
+        return erfinv(x).astype(x.dtype)
 
 
 def _logical_right_shift(x, bits: int):
@@ -79,21 +104,42 @@ def _size(shape):
     return size
 
 
-def _unit_pairs(size, key):
+def _unit_pairs(size, key, xp=ops):
     """Two float32 vectors of ``ceil(size / 2)`` uniforms on (0, 1): the two words of the blocks
-    ``(i, 0)``, ``i < ceil(size / 2)``, under ``key``, each ``(k + ½) / 2²³`` with k its top 23 bits."""
-    blocks = ops.arange((size + 1) // 2, dtype="int32")
-    words = threefry2x32(key, blocks, ops.zeros_like(blocks))
+    ``(i, 0)``, ``i < ceil(size / 2)``, under ``key``, each ``(k + ½) / 2²³`` with k its top 23 bits.
+    ``xp``: `keras.ops`, or `_HostOps` for numpy."""
+    blocks = xp.arange((size + 1) // 2, dtype="int32")
+    words = threefry2x32(key, blocks, xp.zeros_like(blocks))
     scale = 2.0**-_MANTISSA_BITS
-    return [(ops.cast(_logical_right_shift(w, 32 - _MANTISSA_BITS), "float32") + 0.5) * scale for w in words]
+    return [(xp.cast(_logical_right_shift(w, 32 - _MANTISSA_BITS), "float32") + 0.5) * scale for w in words]
 
 
-def _shaped(halves, size, shape):
+def _shaped(halves, size, shape, xp=ops):
     """The two halves joined, cut to ``size`` values, in ``shape``."""
-    values = ops.concatenate(halves)
+    values = xp.concatenate(halves)
     if not (isinstance(size, int) and size % 2 == 0):
         values = values[:size]
-    return ops.reshape(values, shape)
+    return xp.reshape(values, shape)
+
+
+def _uniform(shape, key, minval, maxval, xp):
+    size = _size(shape)
+    unit = _shaped(_unit_pairs(size, key, xp), size, shape, xp)
+    return unit if (minval, maxval) == (0.0, 1.0) else unit * (maxval - minval) + minval
+
+
+def _normal(shape, key, mean, stddev, xp):
+    size = _size(shape)
+    u, v = _unit_pairs(size, key, xp)
+    radius = xp.sqrt(xp.log(u) * -2.0)
+    angle = v * (2.0 * math.pi)
+    return _shaped([radius * xp.cos(angle), radius * xp.sin(angle)], size, shape, xp) * stddev + mean
+
+
+def _truncated_normal(shape, key, mean, stddev, xp):
+    low = 0.5 * math.erfc(2.0 / math.sqrt(2.0))  # Φ(−2)
+    u = _uniform(shape, key, low, 1.0 - low, xp)
+    return xp.erfinv(u * 2.0 - 1.0) * (math.sqrt(2.0) * stddev) + mean
 
 
 def _draw_key(seed):
@@ -118,30 +164,19 @@ def _draw_key(seed):
 def uniform(shape, seed=None, minval: float = 0.0, maxval: float = 1.0):
     """float32 ``shape`` uniform on (minval, maxval), the next draw of ``seed`` (a `SeedGenerator`, which
     it advances; an int, which always gives the same draw; None, a seed from Python's `random`)."""
-    size = _size(shape)
-    unit = _shaped(_unit_pairs(size, _draw_key(seed)), size, shape)
-    if (minval, maxval) == (0.0, 1.0):
-        return unit
-    return unit * (maxval - minval) + minval
+    return _uniform(shape, _draw_key(seed), minval, maxval, ops)
 
 
 def normal(shape, seed=None, mean: float = 0.0, stddev: float = 1.0):
     """float32 ``shape`` normal by Box–Muller: each block's uniforms (u, v) give
     ``√(−2 ln u) · cos 2πv`` and ``√(−2 ln u) · sin 2πv``."""
-    size = _size(shape)
-    u, v = _unit_pairs(size, _draw_key(seed))
-    radius = ops.sqrt(ops.log(u) * -2.0)
-    angle = v * (2.0 * math.pi)
-    z = _shaped([radius * ops.cos(angle), radius * ops.sin(angle)], size, shape)
-    return z * stddev + mean
+    return _normal(shape, _draw_key(seed), mean, stddev, ops)
 
 
 def truncated_normal(shape, seed=None, mean: float = 0.0, stddev: float = 1.0):
     """float32 ``shape`` normal truncated to two standard deviations (Keras's `TruncatedNormal`), by the
     inverse distribution function: u uniform on (Φ(−2), Φ(2)), z = √2 · erfinv(2u − 1)."""
-    low = 0.5 * math.erfc(2.0 / math.sqrt(2.0))  # Φ(−2)
-    u = uniform(shape, seed, minval=low, maxval=1.0 - low)
-    return ops.erfinv(u * 2.0 - 1.0) * (math.sqrt(2.0) * stddev) + mean
+    return _truncated_normal(shape, _draw_key(seed), mean, stddev, ops)
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -150,8 +185,8 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def _initial_value(initializer, shape, key):
-    """The value Keras's ``initializer`` would give a variable of ``shape``, drawn here with ``key``; None
-    for an initializer that draws nothing (zeros, ones, constants)."""
+    """The value Keras's ``initializer`` would give a variable of ``shape``, drawn here with ``key`` (a numpy
+    array); None for an initializer that draws nothing (zeros, ones, constants)."""
     from keras.src.initializers.random_initializers import compute_fans
 
     inits = keras.initializers
@@ -162,17 +197,17 @@ def _initial_value(initializer, shape, key):
         fans = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
         scale = initializer.scale / max(1.0, fans[initializer.mode])
         if initializer.distribution == "truncated_normal":  # stddev of N(0, 1) truncated to ±2: .8796
-            return truncated_normal(shape, key, stddev=math.sqrt(scale) / 0.87962566103423978)
+            return _truncated_normal(shape, key, 0.0, math.sqrt(scale) / 0.87962566103423978, _HostOps)
         if initializer.distribution == "untruncated_normal":
-            return normal(shape, key, stddev=math.sqrt(scale))
+            return _normal(shape, key, 0.0, math.sqrt(scale), _HostOps)
         limit = math.sqrt(3.0 * scale)
-        return uniform(shape, key, minval=-limit, maxval=limit)
+        return _uniform(shape, key, -limit, limit, _HostOps)
     if isinstance(initializer, inits.RandomNormal):
-        return normal(shape, key, mean=initializer.mean, stddev=initializer.stddev)
+        return _normal(shape, key, initializer.mean, initializer.stddev, _HostOps)
     if isinstance(initializer, inits.TruncatedNormal):
-        return truncated_normal(shape, key, mean=initializer.mean, stddev=initializer.stddev)
+        return _truncated_normal(shape, key, initializer.mean, initializer.stddev, _HostOps)
     if isinstance(initializer, inits.RandomUniform):
-        return uniform(shape, key, minval=initializer.minval, maxval=initializer.maxval)
+        return _uniform(shape, key, initializer.minval, initializer.maxval, _HostOps)
     raise ValueError(
         f"{type(initializer).__name__} draws from Keras's per-backend generator, which portable_wgangp.rng "
         "does not reproduce; use a Glorot, He, LeCun, RandomNormal, RandomUniform or TruncatedNormal "
@@ -202,5 +237,5 @@ def initialize(model: keras.Model, seed: int, stream: int = 0) -> keras.Model:
     for index, (variable, initializer) in enumerate(_initialized_variables(model)):
         value = _initial_value(initializer, tuple(variable.shape), (seed, (stream << 16) + index))
         if value is not None:
-            variable.assign(ops.cast(value, variable.dtype))
+            variable.assign(value.astype(variable.dtype))
     return model
