@@ -99,7 +99,7 @@ def step_ms(blocks: int, steps: int) -> dict:
         for name, gan in gans.items():
             ends = []
             clock = keras.callbacks.LambdaCallback(
-                on_train_batch_end=lambda b, logs: ends.append(time.perf_counter())
+                on_train_batch_end=lambda b, logs, ends=ends: ends.append(time.perf_counter())
             )
             gan.fit(x, batch_size=DCGAN.batch, shuffle=False, verbose=0, callbacks=[clock])
             times[name].append(1e3 * (ends[-1] - ends[0]) / (steps - 1))

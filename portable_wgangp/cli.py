@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="paper: gan_toy.py's exact setting (2-D toys; flags override it)",
+        help=flags.PRESET,
     )
     train.add_argument("--config", metavar="TOML", help="a TOML file of the flags above (flags override it)")
     train.add_argument(
@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = _command(commands, "stats", "FID statistics (mu, sigma) of a dataset's features, as stats.npz")
     stats.add_argument(
-        "--dataset", required=True, help="digits, npz:PATH[:KEY], npy:PATH[:LABELS] or images:DIR"
+        "--dataset",
+        required=True,
+        help="digits, npz:PATH[:KEY], npy:PATH[:LABELS], images:DIR or cifar10:PATH",
     )
     stats.add_argument("--out", required=True, help="the .npz file to write (arrays mu and sigma)")
     stats.add_argument("--extractor", default="", help="feature extractor (default: the data's)")
