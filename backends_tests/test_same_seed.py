@@ -26,6 +26,15 @@ def recorded_network(recorded, prefix: str) -> list:
     return [recorded[f"{prefix}_{i}"] for i in range(sum(k.startswith(prefix + "_") for k in recorded))]
 
 
+def assert_ends_as_recorded(gan, recorded, run: str, bound: float) -> None:
+    """Both networks within ``bound`` (relative L2) of the recorded ``run``'s."""
+    for name in ("generator", "critic"):
+        distance = runs.relative_l2(
+            runs.weights(getattr(gan, name)), recorded_network(recorded, f"{run}_{name}")
+        )
+        assert distance < bound, (name, distance)
+
+
 # Random123's known-answer vectors for threefry2x32_20 (key, counter, output), which jax.random's
 # threefry_2x32 reproduces too.
 KNOWN_ANSWERS = [
@@ -88,32 +97,20 @@ def test_a_toy_run_is_the_jax_run(recorded):
     np.testing.assert_allclose([logs[n] for n in names], recorded["first_step_logs"], rtol=1e-3)
     runs.fit(gan, runs.toy_data(1, 9), runs.TOY["batch"])
     runs.fit(gan, runs.toy_data(10, 10), runs.TOY["batch"])
-    for name in ("generator", "critic"):
-        distance = runs.relative_l2(
-            runs.weights(getattr(gan, name)), recorded_network(recorded, f"toy_{name}")
-        )
-        assert distance < 1e-2, (name, distance)
+    assert_ends_as_recorded(gan, recorded, "toy", 1e-2)
 
 
 def test_resuming_a_jax_checkpoint_continues_the_same_run(recorded):
     gan = keras.saving.load_model(DATA / "seed_run_step10.keras")
     assert int(ops.convert_to_numpy(gan.generator_optimizer.iterations)) == 10
     runs.fit(gan, runs.toy_data(10, 10), runs.TOY["batch"])
-    for name in ("generator", "critic"):
-        distance = runs.relative_l2(
-            runs.weights(getattr(gan, name)), recorded_network(recorded, f"toy_{name}")
-        )
-        assert distance < 1e-2, (name, distance)
+    assert_ends_as_recorded(gan, recorded, "toy", 1e-2)
 
 
 def test_five_dcgan_steps_end_where_jax_ended(recorded):
     gan = runs.dcgan_gan()
     runs.fit(gan, runs.dcgan_data(), runs.DCGAN["batch"])
-    for name in ("generator", "critic"):
-        distance = runs.relative_l2(
-            runs.weights(getattr(gan, name)), recorded_network(recorded, f"dcgan_{name}")
-        )
-        assert distance < 1e-4, (name, distance)
+    assert_ends_as_recorded(gan, recorded, "dcgan", 1e-4)
 
 
 def test_nets_take_a_seed():
