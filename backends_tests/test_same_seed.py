@@ -3,6 +3,7 @@ here ends where the same run ended on JAX (`seed_runs.py`, recorded in ``data/se
 float32 rounding that training amplifies (issue 25's tolerances: the first step's logs to 1e-3 relative,
 20 toy steps to 1e-2 and 5 DCGAN steps to 1e-4 in relative L2 per network)."""
 
+import json
 import pathlib
 
 import keras
@@ -117,3 +118,19 @@ def test_nets_take_a_seed():
     first, second, other = (pw.nets.mlp(2, 1, width=8, seed=s) for s in (3, 3, 4))
     assert np.array_equal(runs.weights(first)[0], runs.weights(second)[0])
     assert not np.array_equal(runs.weights(first)[0], runs.weights(other)[0])
+
+
+def test_resume_refuses_a_run_of_other_random_numbers(tmp_path):
+    from portable_wgangp import config
+    from portable_wgangp.errors import UserError
+
+    saved = config.saved_form(config.resolve({}))
+    assert saved["random_numbers"] == "threefry2x32"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    assert config.load_saved(path, resuming=True).seed == 0
+    del saved["random_numbers"]  # a run of an earlier version: Keras's per-backend generators
+    path.write_text(json.dumps(saved))
+    assert config.load_saved(path).seed == 0  # evaluate and sample still read it
+    with pytest.raises(UserError, match=r"random numbers came from 'keras'.*cannot continue that run"):
+        config.load_saved(path, resuming=True)
