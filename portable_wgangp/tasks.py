@@ -172,9 +172,12 @@ def _auxiliary_classifier(critic, num_classes: int):
     from the same features (AC-WGAN: gan_cifar_resnet.py's ACGAN head; outputs ``[scores, logits]``)."""
     import keras
 
+    from portable_wgangp import rng
+
     features = critic.layers[-1].input
     logits = keras.layers.Dense(num_classes, dtype="float32")(features)
-    return keras.Model(critic.input, [critic.output, logits], name=f"{critic.name}_ac")
+    model = keras.Model(critic.input, [critic.output, logits], name=f"{critic.name}_ac")
+    return rng.initialize(model, rng.resolve_seed(None))  # the head's weights too, the same on every backend
 
 
 def make_task(config: TrainConfig):
