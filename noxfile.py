@@ -7,6 +7,9 @@ nox.options.default_venv_backend = "venv"  # pip, never uv: uv ignores the local
 
 CONSTRAINTS = "constraints-cpu.txt"
 EXTRAS = {"jax": "jax", "tensorflow": "tensorflow-cpu", "torch": "torch"}
+# pytest-xdist: one worker per core (at most 4: each holds a framework and starts CLI processes), a test
+# file to a worker (its module fixtures, such as a run it resumes from, are made once).
+PARALLEL = ["--numprocesses", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
 
 
 @nox.session
@@ -14,7 +17,7 @@ EXTRAS = {"jax": "jax", "tensorflow": "tensorflow-cpu", "torch": "torch"}
 def tests(session: nox.Session, backend: str) -> None:
     """The whole suite on one backend: `nox -s "tests(backend='torch')"`."""
     session.install("-c", CONSTRAINTS, f".[{EXTRAS[backend]},dev]")
-    session.run("pytest", *session.posargs, env={"KERAS_BACKEND": backend})
+    session.run("pytest", *PARALLEL, *session.posargs, env={"KERAS_BACKEND": backend})
 
 
 @nox.session
@@ -25,7 +28,10 @@ def together(session: nox.Session) -> None:
     session.install("-c", CONSTRAINTS, f".[{','.join(EXTRAS.values())},dev]")
     for backend in EXTRAS:
         tests = ["backends_tests/test_imports.py", "backends_tests/test_steps_per_execution.py"]
-        session.run("pytest", *tests, *session.posargs, env={"KERAS_BACKEND": backend})
+        # the CLI run of test_imports stands for the command line here; the steps-per-execution CLI test
+        # runs in each backend's own session
+        in_process = ["-k", "not test_cli_logs_every_step"]
+        session.run("pytest", *tests, *in_process, *session.posargs, env={"KERAS_BACKEND": backend})
 
 
 @nox.session

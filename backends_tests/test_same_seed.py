@@ -13,7 +13,7 @@ import seed_runs as runs
 from keras import ops
 
 import portable_wgangp as pw
-from portable_wgangp import rng
+from portable_wgangp import backend, rng
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -71,6 +71,23 @@ def test_uniforms_are_uniform_and_normals_normal():
     assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.002
     assert z.shape == (20001,) and abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
     assert abs(np.mean(np.abs(z) < 1) - 0.6827) < 0.01
+
+
+@pytest.mark.parametrize("distribution", [rng._uniform, rng._normal, rng._truncated_normal])
+def test_a_draw_on_the_host_is_the_draw_in_keras_ops(distribution):
+    """A key known on the host (an int seed; an eager torch step on the CPU) is drawn in numpy, any other
+    in `keras.ops`: the same threefry bits, the same floats up to rounding."""
+    in_ops = ops.convert_to_numpy(distribution((5, 33), (7, 3), 0.5, 2.0, ops))
+    on_host = distribution((5, 33), (7, 3), 0.5, 2.0, rng._HostOps)
+    assert on_host.dtype == np.float32 and on_host.shape == (5, 33)
+    if distribution is rng._uniform:
+        np.testing.assert_array_equal(in_ops, on_host)
+    np.testing.assert_allclose(in_ops, on_host, rtol=1e-5, atol=1e-5)
+
+
+def test_only_an_eager_step_on_the_cpu_reads_the_seed_on_the_host():
+    state = keras.random.SeedGenerator(1).state.value
+    assert (backend.host_value(state) is not None) == (keras.backend.backend() == "torch")
 
 
 def test_initializers_keep_keras_distributions():

@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from portable_wgangp import backend
+
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = 0x1BD11BDA
 _MANTISSA_BITS = 23
@@ -144,13 +146,16 @@ def _truncated_normal(shape, key, mean, stddev, xp):
 
 def _draw_key(seed):
     """The key of the next draw from ``seed``: a `SeedGenerator` (advanced), an int, None or a key (two
-    ints).
+    ints); Python ints when the key can be read on the host without waiting for a device (`_draw`).
 
     A generator's state ``[seed, counter]`` is uint32 (JAX), int64 (TensorFlow) or int32 (torch): the seed's
     two 16-bit halves are read in that type, so the key has the same bits on every backend.
     """
     if isinstance(seed, keras.random.SeedGenerator):
         state = seed.next()
+        on_host = backend.host_value(state)
+        if on_host is not None:
+            return int(on_host[0]) & 0xFFFFFFFF, int(on_host[1]) & 0xFFFFFFFF
         low, high = (ops.cast(part & 0xFFFF, "int32") for part in (state[0], _shift_right(state[0], 16)))
         return low | _shift_left(high, 16), ops.cast(state[1], "int32")
     if isinstance(seed, tuple):
@@ -161,22 +166,32 @@ def _draw_key(seed):
     return seed, 0
 
 
+def _draw(distribution, shape, seed, *parameters):
+    """``distribution(shape, key, *parameters, xp)`` for the next key of ``seed``: in numpy when the key is
+    known on the host (an eager torch step on the CPU, an int seed), where ~150 tiny operations cost ~1 µs
+    each instead of an eager framework's ~10 µs dispatch; else in `keras.ops` (compiled steps, a GPU)."""
+    key = _draw_key(seed)
+    if all(isinstance(value, (int, np.integer)) for value in (*key, *shape)):
+        return ops.convert_to_tensor(distribution(shape, key, *parameters, _HostOps))
+    return distribution(shape, key, *parameters, ops)
+
+
 def uniform(shape, seed=None, minval: float = 0.0, maxval: float = 1.0):
     """float32 ``shape`` uniform on (minval, maxval), the next draw of ``seed`` (a `SeedGenerator`, which
     it advances; an int, which always gives the same draw; None, a seed from Python's `random`)."""
-    return _uniform(shape, _draw_key(seed), minval, maxval, ops)
+    return _draw(_uniform, shape, seed, minval, maxval)
 
 
 def normal(shape, seed=None, mean: float = 0.0, stddev: float = 1.0):
     """float32 ``shape`` normal by Box–Muller: each block's uniforms (u, v) give
     ``√(−2 ln u) · cos 2πv`` and ``√(−2 ln u) · sin 2πv``."""
-    return _normal(shape, _draw_key(seed), mean, stddev, ops)
+    return _draw(_normal, shape, seed, mean, stddev)
 
 
 def truncated_normal(shape, seed=None, mean: float = 0.0, stddev: float = 1.0):
     """float32 ``shape`` normal truncated to two standard deviations (Keras's `TruncatedNormal`), by the
     inverse distribution function: u uniform on (Φ(−2), Φ(2)), z = √2 · erfinv(2u − 1)."""
-    return _truncated_normal(shape, _draw_key(seed), mean, stddev, ops)
+    return _draw(_truncated_normal, shape, seed, mean, stddev)
 
 
 def resolve_seed(seed: int | None) -> int:

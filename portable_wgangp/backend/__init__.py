@@ -26,6 +26,8 @@ Each module provides the same functions:
   dataset, distributed by the strategy, which fetches to the devices ahead.
 - ``with_host_logs(train_function, to_host)``: Keras's ``train_function`` with the logs it returns
   replaced by ``to_host(logs)`` (the one read of device values per call: `WGANGP.host_logs`).
+- ``host_value(x)``: ``x`` as a numpy array where reading it costs no wait on a device and no break in a
+  traced step (torch's eager CPU tensors), else None (JAX and TensorFlow run the step compiled: None).
 - ``drop_compiled()``: free what the frameworks keep compiled for operations already run (JAX: one
   executable per eager operation; the others keep nothing worth freeing: `_nothing`).
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
@@ -80,6 +82,10 @@ def _nothing() -> None:
     """Nothing to free."""
 
 
+def _not_on_host(x) -> None:
+    """None: ``x`` is read only inside the compiled step."""
+
+
 def _logs_returned(train_function, to_host):
     """Keras's ``train_function(data) -> logs`` (TensorFlow, torch), its logs passed through ``to_host``."""
     return lambda data: to_host(train_function(data))
@@ -92,6 +98,7 @@ constant = _module.constant
 drop_compiled = getattr(_module, "drop_compiled", _nothing)
 forward = _module.forward
 global_mean = _module.global_mean
+host_value = getattr(_module, "host_value", _not_on_host)
 input_gradient = _module.input_gradient
 num_replicas = _module.num_replicas
 place = getattr(_module, "place", None)
@@ -110,6 +117,7 @@ __all__ = [
     "drop_compiled",
     "forward",
     "global_mean",
+    "host_value",
     "input_gradient",
     "num_replicas",
     "place",

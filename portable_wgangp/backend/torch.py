@@ -176,6 +176,19 @@ def _count_writes(tensors) -> None:
         torch.autograd.graph.increment_version(tensor)
 
 
+def host_value(x):
+    """``x`` as a numpy array when reading it makes nobody wait: an eager tensor on the CPU (not one that
+    `torch.compile` or `torch.func` traces); else None."""
+    if (
+        torch.compiler.is_compiling()
+        or not isinstance(x, torch.Tensor)
+        or x.device.type != "cpu"
+        or torch._C._functorch.is_functorch_wrapped_tensor(x)
+    ):
+        return None
+    return x.detach().numpy()
+
+
 def place(batch):
     """On a CUDA device: ``batch`` copied to pinned (page-locked) host memory and sent to the GPU by a
     non-blocking copy, which the host queues and does not wait for. On the CPU, ``batch`` as it is."""
