@@ -45,8 +45,9 @@ def _shift_right(x, bits: int):
 
 
 class _HostOps:
-    """The few `keras.ops` a draw uses, in numpy, for the initial weights: drawn once, on the host, where
-    JAX's eager dispatch would compile each operation for each new weight shape (~9 s for two MLPs)."""
+    """The few `keras.ops` a draw uses, in numpy: for the initial weights (drawn once, on the host, where
+    JAX's eager dispatch would compile each operation for each new weight shape: ~9 s for two MLPs) and for
+    every draw whose key is known on the host (`_draw`)."""
 
     arange, zeros_like, concatenate, reshape = np.arange, np.zeros_like, np.concatenate, np.reshape
     log, sqrt, cos, sin = np.log, np.sqrt, np.cos, np.sin
