@@ -484,6 +484,12 @@ class WGANGP(keras.Model):
         gradients are all-reduced by `backend.value_and_grad`), so the wrapper would only broadcast every
         weight and hold gradient buckets the size of both networks: opt out."""
 
+    def _should_torch_compile(self) -> bool:
+        """Keras's torch trainer would hand the step to `torch.compile`, which cannot compile the penalty's
+        double backward: with ``jit_compile=True`` the step is captured and compiled by
+        `backend.train_step` instead (`backend.torch_capture`)."""
+        return False
+
     def train_step(self, *args):
         """Keras's hook: ``(data)`` on TensorFlow and torch, ``(state, data)`` on JAX."""
         return backend.train_step(self, self.train_execution, *args)

@@ -10,12 +10,15 @@ Under `keras.distribution.DataParallel` the step sees global arrays and jit inse
 there is one replica as far as the step's code is concerned.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
-from keras import StatelessScope
 from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+from portable_wgangp.backend import stateless
 
 # Two critic calls, for real and for fake samples: XLA fuses the step either way, and its CPU convolutions
 # run one batch of 2B slower than two of B (DCGAN-32: 4.64 vs 4.45 s a step, benchmarks/README.md).
@@ -59,30 +62,9 @@ def synchronize(variables) -> None:
 
 
 def value_and_grad(fn, variables):
-    """``fn() -> (loss, aux)`` as a pure function of ``variables`` under `jax.value_and_grad`.
-
-    Inside a step's `StatelessScope`, the other variables keep their scoped values, and any write that
-    ``fn`` makes to them (a seed advance, a moving statistic) is handed back to that scope.
-    """
-    outer = get_stateless_scope()
-    inherited = dict(outer.state_mapping) if outer is not None else {}
-    differentiated = {id(v) for v in variables}
-
-    def pure(values):
-        with StatelessScope(list(zip(variables, values))) as scope:
-            scope.state_mapping = {**inherited, **scope.state_mapping}
-            loss, aux = fn()
-        writes = {
-            key: value
-            for key, value in scope.state_mapping.items()
-            if key not in differentiated and value is not inherited.get(key)
-        }
-        return loss, (aux, writes)
-
-    (loss, (aux, writes)), grads = jax.value_and_grad(pure, has_aux=True)([v.value for v in variables])
-    if outer is not None:
-        outer.state_mapping.update(writes)
-    return loss, aux, grads
+    """``fn() -> (loss, aux)`` as a pure function of ``variables`` under `jax.value_and_grad`
+    (`stateless.value_and_grad`: writes to other variables go to the step's scope)."""
+    return stateless.value_and_grad(lambda pure: jax.value_and_grad(pure, has_aux=True), fn, variables)
 
 
 def drop_compiled() -> None:
@@ -111,26 +93,16 @@ def apply_gradients(optimizer, grads, variables) -> None:
 
 def train_step(model, step, state, data):
     """Run the stateful ``step(data) -> logs`` as Keras's pure JAX ``train_step(state, data)``."""
-    references = (
+    groups = (
         model.trainable_variables,
         model.non_trainable_variables,
         model.optimizer.variables,
         model.metrics_variables,
     )
-    mapping = [pair for refs, values in zip(references, state) for pair in zip(refs, values)]
-    with StatelessScope(mapping) as scope:
-        logs = step(data)
-    new_state = tuple(
-        [_current(scope, ref, value) for ref, value in zip(refs, values)]
-        for refs, values in zip(references, state)
-    )
-    return logs, new_state
-
-
-def _current(scope, variable, value):
-    """The value ``scope`` holds for ``variable`` (its last write, else its mapped input ``value``)."""
-    current = scope.get_current_value(variable)
-    return value if current is None else current
+    variables = [variable for group in groups for variable in group]
+    logs, values = stateless.run_pure(lambda: step(data), variables, [v for part in state for v in part])
+    sizes = np.cumsum([0, *map(len, groups)])
+    return logs, tuple(values[start:end] for start, end in itertools.pairwise(sizes))
 
 
 def place(batch):
@@ -170,9 +142,8 @@ def repeat(step, n, variables):
         return jnp.stack([step(j) for j in range(n)])
 
     def body(values, j):
-        with StatelessScope(list(zip(variables, values))) as scope:
-            row = step(j)
-        return [_current(scope, v, value) for v, value in zip(variables, values)], row
+        row, values = stateless.run_pure(lambda: step(j), variables, values)
+        return values, row
 
     final, rows = jax.lax.scan(body, [v.value for v in variables], np.arange(n))
     for variable, value in zip(variables, final):

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from keras.src.backend.torch import core as torch_core
 
-from portable_wgangp.backend import torch_layers
+from portable_wgangp.backend import stateless, torch_capture, torch_layers
 
 # One critic call on real and fake samples together: half the eager calls (DCGAN-32: 2 % faster a step).
 JOINT_SCORES = True
@@ -23,8 +23,11 @@ FIXED_SHAPES = False
 
 
 def input_gradient(fn, x):
-    """∇ₓ Σ fn(x) with ``create_graph=True``, so the result is differentiable w.r.t. the weights again."""
+    """∇ₓ Σ fn(x) with ``create_graph=True``, so the result is differentiable w.r.t. the weights again
+    (`torch.func.grad` while a step is captured: `torch_capture`)."""
     x = torch.as_tensor(x)
+    if torch_capture.active():
+        return torch.func.grad(lambda points: fn(points).float().sum())(x)
     with torch.enable_grad():
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
@@ -61,12 +64,27 @@ def value_and_grad(fn, variables):
     """``fn() -> (loss, aux)`` evaluated eagerly; gradients by `torch.autograd.grad` (no ``.grad`` state).
 
     In a process group, the gradients are the mean over the processes: the gradient of the global loss.
+    While a step is captured (`torch_capture`): a pure function of the variables' values under
+    `torch.func.grad_and_value`.
     """
+    if torch_capture.active():
+        return stateless.value_and_grad(_grad_and_value, fn, variables)
     loss, aux = fn()
     params = [v.value for v in variables]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     return loss, aux, grads if num_replicas() == 1 else _all_reduce_mean(grads)
+
+
+def _grad_and_value(pure):
+    """`torch.func.grad_and_value` of ``pure(values) -> (loss, aux)``, returning ``((loss, aux), grads)``."""
+    transformed = torch.func.grad_and_value(pure, has_aux=True)
+
+    def function(values):
+        grads, (loss, aux) = transformed(values)
+        return (loss, aux), grads
+
+    return function
 
 
 def constant(fn):
@@ -102,7 +120,15 @@ def apply_gradients(optimizer, grads, variables) -> None:
     """
     weights = [v.value for v in variables]
     if not _fusable_adam(optimizer, grads, weights):
+        if torch_capture.active():
+            raise torch_capture.NotCapturable(
+                f"{type(optimizer).__name__} with these settings is not a plain Keras Adam, the one "
+                "optimizer a captured step updates"
+            )
         optimizer.apply(grads, variables)
+        return
+    if torch_capture.active():
+        _adam_in_scope(optimizer, grads, variables)
         return
     slots = [optimizer._get_variable_index(v) for v in variables]  # Keras keeps the slots by index
     step = (optimizer.iterations.value + 1).to(weights[0].dtype)
@@ -128,6 +154,24 @@ def apply_gradients(optimizer, grads, variables) -> None:
         )
     _count_writes(weights)  # the fused kernel does not
     optimizer.iterations.assign_add(1)
+
+
+def _adam_in_scope(optimizer, grads, variables) -> None:
+    """Keras's Adam update (as in `apply_gradients`) as tensor maths, its writes recorded by the captured
+    step's `StatelessScope`."""
+    dtype = variables[0].value.dtype
+    step = (optimizer.iterations.value + 1).to(dtype)
+    learning_rate = keras.ops.convert_to_tensor(optimizer.learning_rate, dtype)
+    alpha = learning_rate * torch.sqrt(1 - optimizer.beta_2**step) / (1 - optimizer.beta_1**step)
+    for variable, grad in zip(variables, grads):
+        index = optimizer._get_variable_index(variable)
+        momentum, velocity = optimizer._momentums[index], optimizer._velocities[index]
+        m = momentum.value * optimizer.beta_1 + grad * (1 - optimizer.beta_1)
+        v = velocity.value * optimizer.beta_2 + grad * grad * (1 - optimizer.beta_2)
+        momentum.assign(m)
+        velocity.assign(v)
+        variable.assign(variable.value - m * alpha / (torch.sqrt(v) + optimizer.epsilon))
+    optimizer.iterations.assign(optimizer.iterations.value + 1)
 
 
 @functools.cache
@@ -178,12 +222,12 @@ def _count_writes(tensors) -> None:
 
 def host_value(x):
     """``x`` as a numpy array when reading it makes nobody wait: an eager tensor on the CPU (not one that
-    `torch.compile` or `torch.func` traces); else None."""
+    `torch.compile`, `torch.func` or a capture traces); else None."""
     if (
         torch.compiler.is_compiling()
         or not isinstance(x, torch.Tensor)
         or x.device.type != "cpu"
-        or torch._C._functorch.is_functorch_wrapped_tensor(x)
+        or torch_capture.traced(x)
     ):
         return None
     return x.detach().numpy()
@@ -206,5 +250,10 @@ def repeat(step, n, variables):
 
 
 def train_step(model, step, data):
-    """Keras's torch trainer calls ``train_step(data)`` eagerly: run the step as it is."""
+    """Keras's torch trainer calls ``train_step(data)`` eagerly: run the step as it is, or, with
+    ``jit_compile=True``, as one compiled program per generator step (`torch_capture`)."""
+    if model.jit_compile:
+        logs = torch_capture.run(model, step, data, num_replicas())
+        if logs is not None:
+            return logs
     return step(data)

@@ -27,6 +27,8 @@ import keras
 import torch
 import torch.nn.functional as F
 
+from portable_wgangp.backend import torch_capture
+
 try:  # Keras's own crop of torch's full transposed-convolution output (Keras 3.15)
     from keras.src.backend.common.backend_utils import compute_conv_transpose_output_crops_for_torch
 except ImportError:  # another Keras: its transposed convolutions run by Keras's call
@@ -202,13 +204,14 @@ _KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _torch_kernel(layer) -> torch.Tensor:
     """The layer's kernel (kh, kw, a, b) in torch's layout (b, a, kh, kw).
 
-    Where no gradient is recorded (the generator making the critic's fakes), the contiguous copy is kept
-    until the weights change (torch bumps a tensor's version at every in-place update): the first
-    transposed convolution of a DCGAN generator re-lays out 8 MB at each call otherwise.
+    Where no gradient is recorded (the generator making the critic's fakes) and the kernel is a real tensor
+    (not one of a capture), the contiguous copy is kept until the weights change (torch bumps a tensor's
+    version at every in-place update): the first transposed convolution of a DCGAN generator re-lays out
+    8 MB at each call otherwise.
     """
     kernel = layer.kernel.value
     torch_layout = kernel.permute(3, 2, 0, 1)
-    if torch.is_grad_enabled() and kernel.requires_grad:
+    if (torch.is_grad_enabled() and kernel.requires_grad) or torch_capture.traced(kernel):
         return torch_layout
     key = (kernel.data_ptr(), kernel._version)
     cached = _KERNELS.get(layer)

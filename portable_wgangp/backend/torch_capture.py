@@ -1,0 +1,121 @@
+"""The whole torch step as ONE compiled program: ``gan.compile(jit_compile=True)`` on the torch backend.
+
+Eager torch launches every operation of a step from Python: a WGAN-GP step is thousands of them (n_critic
+critic updates, each with the penalty's double backward, a generator update, two Adams, the noise), and a
+GPU waits on that launch cost. `torch.compile` cannot take the step as it is: AOTAutograd has no double
+backward for ``autograd.grad(create_graph=True)`` (pytorch #91469), and Dynamo breaks its graph on Keras's
+Python. So the step is *captured* instead:
+
+1. run once as a pure function ``(values, data) -> (rows, new values)`` of every variable's value (a
+   `StatelessScope`, as on JAX: `stateless.run_pure`), its gradients by `torch.func` — the weight gradient
+   ``grad_and_value`` around the penalty's input gradient ``grad`` (`active` switches `backend.torch` to
+   these forms), the Adam updates written as tensor maths;
+2. recorded by ``make_fx`` on fake tensors: a graph of aten operations only, Keras's Python gone;
+3. compiled by `torch.compile` (``COMPILER``), one program per input shape.
+
+The N steps of an execution are N calls of the one-step program (its compile time independent of N); the
+new values are copied into the variables after each. Where a step cannot be captured (a process group,
+an optimizer other than a plain Adam, a value read on the host inside the step, a custom op that fake
+tensors do not support) the step runs eagerly, and a warning names the reason once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+
+import keras
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from portable_wgangp.backend import stateless
+
+# What compiles the captured graph: inductor (fused C++ on CPU, Triton on CUDA); tests use "aot_eager",
+# which runs the captured aten graph as recorded (exact, compiled in seconds).
+COMPILER = "inductor"
+
+_capturing = False
+_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: program | reason}
+
+
+class NotCapturable(Exception):
+    """Why a step cannot be captured, in one sentence."""
+
+
+def active() -> bool:
+    """Whether a step is being captured: the backend's functions then take their functional forms."""
+    return _capturing
+
+
+def traced(x) -> bool:
+    """Whether ``x`` is a tensor of a capture or of a `torch.func` transform rather than a real one."""
+    return isinstance(x, torch._subclasses.FakeTensor) or torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+@contextlib.contextmanager
+def _capture_mode():
+    global _capturing
+    _capturing = True
+    try:
+        yield
+    finally:
+        _capturing = False
+
+
+def step_variables(model) -> list:
+    """Every variable the step reads or writes: the model's, both optimizers', the metrics'."""
+    return [
+        *model.trainable_variables,
+        *model.non_trainable_variables,
+        *model.optimizer.variables,
+        *model.metrics_variables,
+    ]
+
+
+def run(model, step, data, num_replicas: int):
+    """``step(data)``'s logs ``{"steps": (m, K + 1)}``, by the compiled one-step program called once per
+    generator step of ``data``; None where the step cannot be captured (then warned once, run eagerly)."""
+    programs = _programs.setdefault(model, {})
+    leaves = [torch.as_tensor(x) for x in keras.tree.flatten(data)]
+    per_step = model.n_critic
+    steps = leaves[0].shape[1] // per_step
+    signature = tuple(((x.shape[0], per_step, *x.shape[2:]), x.dtype) for x in leaves)
+    if signature not in programs:
+        programs[signature] = _compiled(model, step, data, leaves, per_step, num_replicas)
+    program = programs[signature]
+    if isinstance(program, str):
+        return None
+    variables = step_variables(model)
+    rows = []
+    for j in range(steps):
+        values = [v.value.detach() for v in variables]
+        row, new_values = program(values, *(x[:, j * per_step : (j + 1) * per_step] for x in leaves))
+        with torch.no_grad():
+            torch._foreach_copy_([v.value for v in variables], list(new_values))
+        rows.append(row)
+    return {"steps": torch.cat(rows)}
+
+
+def _compiled(model, step, data, leaves, per_step: int, num_replicas: int):
+    """The compiled one-step program of ``step`` for these input shapes, or the reason it has none."""
+    structure = data
+    variables = step_variables(model)
+
+    def pure(values, *step_leaves):
+        one_step = keras.tree.pack_sequence_as(structure, list(step_leaves))
+        logs, new_values = stateless.run_pure(lambda: step(one_step), variables, values)
+        return logs["steps"], new_values
+
+    try:
+        if num_replicas > 1:
+            raise NotCapturable("a process group is initialized (the captured step has no collectives)")
+        with _capture_mode():
+            graph = make_fx(pure, tracing_mode="fake")(
+                [v.value.detach() for v in variables], *(x[:, :per_step] for x in leaves)
+            )
+    except Exception as error:  # any failure to capture falls back to the eager step
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"jit_compile=True: the torch step runs eagerly: {reason}", stacklevel=2)
+        return reason
+    return torch.compile(graph, dynamic=False, backend=COMPILER)
