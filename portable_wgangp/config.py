@@ -38,6 +38,7 @@ class TrainConfig:
     strategy: str = "auto"
     checkpoint_every: int = 1000
     steps_per_execution: int = 1  # generator steps per call of the compiled step (TPUs, small networks)
+    jit_compile: bool = False  # torch: capture and compile the whole step (JAX and TensorFlow always do)
     conditional: bool = False
     critic_head: str = "projection"  # how a conditional critic takes the labels: projection or ac (AC-WGAN)
     base: int = 32
@@ -65,6 +66,7 @@ RESUMABLE = (
     "steps",
     "checkpoint_every",
     "steps_per_execution",
+    "jit_compile",
     "strategy",
     "eval_every",
     "extractor",

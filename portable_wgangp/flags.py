@@ -81,6 +81,14 @@ TRAIN = {
         "TPUs and for small networks, where the host's cost per call rivals the step's maths; checkpoints, "
         "--eval-every and signals act at the end of a call",
     ),
+    "jit_compile": (
+        "training",
+        None,
+        "torch: run the whole step as one program compiled by torch.compile (JAX and TensorFlow always "
+        "compile it). Pays on GPUs and in long runs: the first step compiles for 1-3 min on a CPU (cached "
+        "for later runs), then the toy step runs ~3x faster; the step runs eagerly, with a warning, where "
+        "it cannot be captured",
+    ),
     "lipschitz": (
         "lipschitz",
         "{penalty,clip,spectral}",

@@ -334,6 +334,8 @@ def _resumed_gan(config: TrainConfig, folder: RunFolder, task):
     gan = checkpoints.load(folder / "checkpoint.keras")
     checkpoints.check_matches(gan, config, task, folder.shown("checkpoint.keras"))
     gan.execution_steps = config.steps_per_execution
+    if config.jit_compile:  # a checkpoint loads compiled as Keras's "auto" (torch: eager)
+        gan.jit_compile = True
     done = _step(gan)
     if done > config.steps:
         raise UserError(

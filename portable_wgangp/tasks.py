@@ -224,6 +224,7 @@ def build_gan(config: TrainConfig, task):
         generator_optimizer=optimizer(config.lr_generator, config.steps),
         critic_optimizer=optimizer(config.lr_critic, config.steps * config.n_critic),
         steps_per_execution=config.steps_per_execution,
+        jit_compile=config.jit_compile or "auto",
     )
     return gan
 

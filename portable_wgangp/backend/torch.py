@@ -122,8 +122,8 @@ def apply_gradients(optimizer, grads, variables) -> None:
     if not _fusable_adam(optimizer, grads, weights):
         if torch_capture.active():
             raise torch_capture.NotCapturable(
-                f"{type(optimizer).__name__} with these settings is not a plain Keras Adam, the one "
-                "optimizer a captured step updates"
+                f"its {type(optimizer).__name__} is not a plain Keras Adam, the one optimizer a captured "
+                "step updates"
             )
         optimizer.apply(grads, variables)
         return
