@@ -8,18 +8,12 @@ import math
 import keras
 import numpy as np
 import pytest
+from tiny_nets import labelled_mlp
 
 import portable_wgangp as pw
 from portable_wgangp import cli, files, runs
 
 STEPS = 7
-
-
-def labelled_mlp(inputs: int, outputs: int, classes: int) -> keras.Model:
-    """``[x, labels] -> Dense(outputs)(tanh(Dense(16)([x, embedding(labels)])))``."""
-    x, labels = keras.Input((inputs,)), keras.Input((), dtype="int32")
-    h = keras.layers.Concatenate()([x, keras.layers.Embedding(classes, 4)(labels)])
-    return keras.Model([x, labels], keras.layers.Dense(outputs)(keras.layers.Dense(16, activation="tanh")(h)))
 
 
 def trained(n: int, *, conditional: bool = False, epochs: int = 1):

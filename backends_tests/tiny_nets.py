@@ -25,3 +25,10 @@ def image_mlps(shape, latent_dim: int, rng: np.random.Generator, hidden: int = 1
     for net in (generator, critic):
         net.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in net.get_weights()])
     return generator, critic
+
+
+def labelled_mlp(inputs: int, outputs: int, classes: int) -> keras.Model:
+    """``[x, labels] -> Dense(outputs)(tanh(Dense(16)([x, embedding(labels)])))``."""
+    x, labels = keras.Input((inputs,)), keras.Input((), dtype="int32")
+    h = keras.layers.Concatenate()([x, keras.layers.Embedding(classes, 4)(labels)])
+    return keras.Model([x, labels], keras.layers.Dense(outputs)(keras.layers.Dense(16, activation="tanh")(h)))

@@ -182,8 +182,9 @@ def _unbiased_step(device) -> torch.Tensor:
 
 @functools.cache
 def _keras_adam_class() -> type:
-    """The class of `keras.optimizers.Adam()` on torch (Keras swaps in its torch subclass)."""
-    return type(keras.optimizers.Adam())
+    """The class of `keras.optimizers.Adam()` on torch (Keras swaps in its torch subclass in ``__new__``),
+    found without building one: a built optimizer makes variables, which a captured step's scope refuses."""
+    return type(keras.optimizers.Adam.__new__(keras.optimizers.Adam))
 
 
 def _fusable_adam(optimizer, grads, weights) -> bool:

@@ -75,6 +75,12 @@ def step_variables(model) -> list:
     ]
 
 
+def programs(model) -> dict:
+    """``model``'s programs so far: input signature -> the compiled program, or the reason (a str) why
+    the step of those inputs runs eagerly."""
+    return dict(_programs.get(model, {}))
+
+
 def run(model, step, data, num_replicas: int):
     """``step(data)``'s logs ``{"steps": (m, K + 1)}``, by the compiled one-step program called once per
     generator step of ``data``; None where the step cannot be captured (then warned once, run eagerly)."""
