@@ -1,6 +1,7 @@
 """Host overhead: ms per generator step of a `train` run's fit at N steps per compiled call.
 
     KERAS_BACKEND=jax python benchmarks/executions.py --json out.json          # N = 1, 8, 32; two nets
+    KERAS_BACKEND=torch python benchmarks/executions.py --jit-compile          # torch's compiled step
 
 The toy task of the CLI (8 gaussians, batch 64 unless --batch-size), its callbacks on (metrics log,
 checkpoints and pictures every 1000 steps, TensorBoard, heap release, progress bar to /dev/null), nets so
@@ -28,11 +29,10 @@ from portable_wgangp import config as settings
 from portable_wgangp import data, runs, tasks
 
 
-def step_ms(n: int, width: int, batch_size: int, steps: int) -> tuple[float, float]:
+def step_ms(n: int, width: int, batch_size: int, steps: int, jit_compile: bool) -> tuple[float, float]:
     """(ms per step after the first call, seconds of the first call) of a toy run at ``n`` steps per call."""
-    config = settings.resolve(
-        {"steps": steps, "batch_size": batch_size, "width": width, "steps_per_execution": n}, None
-    )
+    flags = {"steps": steps, "batch_size": batch_size, "width": width, "steps_per_execution": n}
+    config = settings.resolve({**flags, "jit_compile": jit_compile}, None)
     task = tasks.make_task(config)
     gan = tasks.build_gan(config, task)
     ends = []
@@ -71,15 +71,17 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--jit-compile", action="store_true", help="train with --jit-compile (torch)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     rows = []
     for width in args.widths:
         for n in args.executions:
-            ms, first = step_ms(n, width, args.batch_size, args.steps)
+            ms, first = step_ms(n, width, args.batch_size, args.steps, args.jit_compile)
             native = native_step_ms(n, width, args.batch_size, args.steps)
             base = next((r["ms"] for r in rows if r["width"] == width and r["n"] == 1), ms)
             row = {"backend": keras.backend.backend(), "width": width, "batch": args.batch_size, "n": n}
+            row |= {"jit_compile": True} if args.jit_compile else {}
             rows.append(
                 {
                     **row,
