@@ -84,25 +84,31 @@ def programs(model) -> dict:
 def run(model, step, data, num_replicas: int):
     """``step(data)``'s logs ``{"steps": (m, K + 1)}``, by the compiled one-step program called once per
     generator step of ``data``; None where the step cannot be captured (then warned once, run eagerly)."""
-    programs = _programs.setdefault(model, {})
+    known = _programs.setdefault(model, {})
     leaves = [torch.as_tensor(x) for x in keras.tree.flatten(data)]
     per_step = model.n_critic
     steps = leaves[0].shape[1] // per_step
     signature = tuple(((x.shape[0], per_step, *x.shape[2:]), x.dtype) for x in leaves)
-    if signature not in programs:
-        programs[signature] = _compiled(model, step, data, leaves, per_step, num_replicas)
-    program = programs[signature]
+    if signature not in known:
+        known[signature] = _compiled(model, step, data, leaves, per_step, num_replicas)
+    program = known[signature]
     if isinstance(program, str):
         return None
     variables = step_variables(model)
     rows = []
     for j in range(steps):
         values = [v.value.detach() for v in variables]
-        row, new_values = program(values, *(x[:, j * per_step : (j + 1) * per_step] for x in leaves))
+        row, new_values = program(values, *_step_inputs(leaves, j, per_step))
         with torch.no_grad():
             torch._foreach_copy_([v.value for v in variables], list(new_values))
         rows.append(row)
     return {"steps": torch.cat(rows)}
+
+
+def _step_inputs(leaves, j: int, per_step: int) -> list:
+    """Generator step ``j``'s slice of each input (axis 1: ``per_step`` = n_critic minibatches a step), laid
+    out contiguously: the compiled program is specialized to its inputs' strides as well as their shapes."""
+    return [x[:, j * per_step : (j + 1) * per_step].contiguous() for x in leaves]
 
 
 def _compiled(model, step, data, leaves, per_step: int, num_replicas: int):
@@ -121,7 +127,7 @@ def _compiled(model, step, data, leaves, per_step: int, num_replicas: int):
             raise NotCapturable("a process group is initialized (the captured step has no collectives)")
         with _capture_mode():
             graph = make_fx(pure, tracing_mode="fake")(
-                [v.value.detach() for v in variables], *(x[:, :per_step] for x in leaves)
+                [v.value.detach() for v in variables], *_step_inputs(leaves, 0, per_step)
             )
     except NotCapturable as error:
         reason = str(error)
