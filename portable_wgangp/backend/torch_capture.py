@@ -38,7 +38,7 @@ from portable_wgangp.backend import stateless
 COMPILER: str | None = "inductor"
 
 _capturing = False
-_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: program | reason}
+_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Programs
 
 
 class NotCapturable(Exception):
@@ -75,32 +75,46 @@ def step_variables(model) -> list:
     ]
 
 
+class _Programs:
+    """A model's compiled programs, one per input signature, and the state they read and write.
+
+    ``inputs``: the tensors behind ``variables``, detached (what a program reads; no autograd graph), kept
+    from the first step on: Keras assigns a variable in place, so they stay the variables' storage, and
+    looking them up again (Keras's ``value`` property) would cost ~10 µs a variable a step.
+    """
+
+    def __init__(self, model):
+        self.variables = step_variables(model)
+        self.inputs = [v.value.detach() for v in self.variables]
+        self.by_signature: dict = {}
+
+
 def programs(model) -> dict:
     """``model``'s programs so far: input signature -> the compiled program, or the reason (a str) why
     the step of those inputs runs eagerly."""
-    return dict(_programs.get(model, {}))
+    return dict(_programs[model].by_signature) if model in _programs else {}
 
 
 def run(model, step, data, num_replicas: int):
     """``step(data)``'s logs ``{"steps": (m, K + 1)}``, by the compiled one-step program called once per
     generator step of ``data``; None where the step cannot be captured (then warned once, run eagerly)."""
-    known = _programs.setdefault(model, {})
+    if model not in _programs:
+        _programs[model] = _Programs(model)
+    state = _programs[model]
     leaves = [torch.as_tensor(x) for x in keras.tree.flatten(data)]
     per_step = model.n_critic
     steps = leaves[0].shape[1] // per_step
     signature = tuple(((x.shape[0], per_step, *x.shape[2:]), x.dtype) for x in leaves)
-    if signature not in known:
-        known[signature] = _compiled(model, step, data, leaves, per_step, num_replicas)
-    program = known[signature]
+    if signature not in state.by_signature:
+        state.by_signature[signature] = _compiled(state, step, data, leaves, per_step, num_replicas)
+    program = state.by_signature[signature]
     if isinstance(program, str):
         return None
-    variables = step_variables(model)
     rows = []
     for j in range(steps):
-        values = [v.value.detach() for v in variables]
-        row, new_values = program(values, *_step_inputs(leaves, j, per_step))
+        row, new_values = program(state.inputs, *_step_inputs(leaves, j, per_step))
         with torch.no_grad():
-            torch._foreach_copy_([v.value for v in variables], list(new_values))
+            torch._foreach_copy_(state.inputs, list(new_values))
         rows.append(row)
     return {"steps": torch.cat(rows)}
 
@@ -111,10 +125,9 @@ def _step_inputs(leaves, j: int, per_step: int) -> list:
     return [x[:, j * per_step : (j + 1) * per_step].contiguous() for x in leaves]
 
 
-def _compiled(model, step, data, leaves, per_step: int, num_replicas: int):
+def _compiled(state: _Programs, step, data, leaves, per_step: int, num_replicas: int):
     """The compiled one-step program of ``step`` for these input shapes, or the reason it has none."""
-    structure = data
-    variables = step_variables(model)
+    structure, variables = data, state.variables
 
     def pure(values, *step_leaves):
         one_step = keras.tree.pack_sequence_as(structure, list(step_leaves))
@@ -126,9 +139,7 @@ def _compiled(model, step, data, leaves, per_step: int, num_replicas: int):
         if num_replicas > 1:
             raise NotCapturable("a process group is initialized (the captured step has no collectives)")
         with _capture_mode():
-            graph = make_fx(pure, tracing_mode="fake")(
-                [v.value.detach() for v in variables], *_step_inputs(leaves, 0, per_step)
-            )
+            graph = make_fx(pure, tracing_mode="fake")(state.inputs, *_step_inputs(leaves, 0, per_step))
     except NotCapturable as error:
         reason = str(error)
     except (GuardOnDataDependentSymNode, DataDependentOutputException):
