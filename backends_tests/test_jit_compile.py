@@ -98,6 +98,22 @@ def test_the_compiled_step_gives_the_weights_and_logs_of_the_eager_step(kind, n)
         assert compiled[0].jit_compile is True
 
 
+def test_a_new_compile_is_captured_again():
+    """A captured program holds the optimizers (their settings as constants): after a second ``compile``
+    with other optimizers, training follows them as the eager step does."""
+
+    def twice(**compile_arguments):
+        gan, optimizers = _gan("mlp")
+        gan.compile(*optimizers, **compile_arguments)
+        gan.fit(*_data("mlp"), batch_size=16, epochs=1, verbose=0)
+        gan.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2, beta_1=0.0), **compile_arguments)
+        gan.fit(*_data("mlp"), batch_size=16, epochs=1, verbose=0)
+        return gan
+
+    for w, e in zip(twice(jit_compile=True).get_weights(), twice().get_weights()):
+        np.testing.assert_allclose(w, e, rtol=1e-6, atol=1e-6)
+
+
 @ONLY_TORCH
 @pytest.mark.filterwarnings("default:jit_compile=True")
 @pytest.mark.parametrize(

@@ -497,7 +497,8 @@ class WGANGP(keras.Model):
     def make_train_function(self, force: bool = False):
         """Keras's compiled step, its logs read to the host once per call (`host_logs`)."""
         made = super().make_train_function(force)
-        if not getattr(self.train_function, "reads_logs_once", False):
+        if not getattr(self.train_function, "reads_logs_once", False):  # a new one: Keras rebuilt it
+            backend.forget_step(self)
             self.train_function = backend.with_host_logs(self.train_function, self.host_logs)
             self.train_function.reads_logs_once = True
         return made if made is None else self.train_function

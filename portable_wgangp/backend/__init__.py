@@ -28,6 +28,9 @@ Each module provides the same functions:
   replaced by ``to_host(logs)`` (the one read of device values per call: `WGANGP.host_logs`).
 - ``host_value(x)``: ``x`` as a numpy array where reading it costs no wait on a device and no break in a
   traced step (torch's eager CPU tensors), else None (JAX and TensorFlow run the step compiled: None).
+- ``forget_step(model)``: Keras made a new train function for ``model`` (a new ``compile``): drop what
+  this module compiled for its old one (torch's captured programs; JAX and TensorFlow keep theirs in
+  Keras's train function: `_forget_nothing`).
 - ``drop_compiled()``: free what the frameworks keep compiled for operations already run (JAX: one
   executable per eager operation; the others keep nothing worth freeing: `_nothing`).
 - ``train_step(model, step, *args)``: adapts a stateful step ``step(data) -> logs`` to the signature that
@@ -82,6 +85,10 @@ def _nothing() -> None:
     """Nothing to free."""
 
 
+def _forget_nothing(model) -> None:
+    """Nothing kept outside Keras's train function."""
+
+
 def _not_on_host(x) -> None:
     """None: ``x`` is read only inside the compiled step."""
 
@@ -96,6 +103,7 @@ JOINT_SCORES = _module.JOINT_SCORES
 apply_gradients = _module.apply_gradients
 constant = _module.constant
 drop_compiled = getattr(_module, "drop_compiled", _nothing)
+forget_step = getattr(_module, "forget_step", _forget_nothing)
 forward = _module.forward
 global_mean = _module.global_mean
 host_value = getattr(_module, "host_value", _not_on_host)
@@ -115,6 +123,7 @@ __all__ = [
     "apply_gradients",
     "constant",
     "drop_compiled",
+    "forget_step",
     "forward",
     "global_mean",
     "host_value",

@@ -250,6 +250,11 @@ def repeat(step, n, variables):
     return torch.stack([step(j) for j in range(n)])
 
 
+def forget_step(model) -> None:
+    """Keras made a new train function for ``model``: its captured programs are stale (`torch_capture`)."""
+    torch_capture.forget(model)
+
+
 def train_step(model, step, data):
     """Keras's torch trainer calls ``train_step(data)`` eagerly: run the step as it is, or, with
     ``jit_compile=True``, as one compiled program per generator step (`torch_capture`)."""

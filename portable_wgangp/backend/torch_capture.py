@@ -89,6 +89,12 @@ class _Programs:
         self.by_signature: dict = {}
 
 
+def forget(model) -> None:
+    """Drop ``model``'s programs: Keras made a new train function (a new ``compile``: other optimizers or
+    settings, which a captured program holds as constants), so the step is captured again."""
+    _programs.pop(model, None)
+
+
 def programs(model) -> dict:
     """``model``'s programs so far: input signature -> the compiled program, or the reason (a str) why
     the step of those inputs runs eagerly."""
