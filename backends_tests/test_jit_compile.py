@@ -91,7 +91,8 @@ DCGAN_ON_TORCH = pytest.mark.skipif(
 )
 def test_the_compiled_step_gives_the_weights_and_logs_of_the_eager_step(kind, n):
     compiled = _trained(kind, n, jit_compile=True)
-    _assert_same(compiled, _trained(kind))
+    # torch.func's convolution gradients sum in another order than autograd's: 1.1e-6 measured (CI)
+    _assert_same(compiled, _trained(kind), tolerance=1e-5 if kind == "dcgan" else 1e-6)
     if BACKEND == "torch":  # really captured (a fallback would warn, an error here), one program for any N
         programs = list(_programs(compiled[0]).values())
         assert len(programs) == 1 and not isinstance(programs[0], str)
