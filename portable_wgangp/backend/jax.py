@@ -93,12 +93,7 @@ def apply_gradients(optimizer, grads, variables) -> None:
 
 def train_step(model, step, state, data):
     """Run the stateful ``step(data) -> logs`` as Keras's pure JAX ``train_step(state, data)``."""
-    groups = (
-        model.trainable_variables,
-        model.non_trainable_variables,
-        model.optimizer.variables,
-        model.metrics_variables,
-    )
+    groups = stateless.state_groups(model)
     variables = [variable for group in groups for variable in group]
     logs, values = stateless.run_pure(lambda: step(data), variables, [v for part in state for v in part])
     sizes = np.cumsum([0, *map(len, groups)])

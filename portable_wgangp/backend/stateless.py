@@ -10,6 +10,17 @@ from keras import StatelessScope
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 
+def state_groups(model) -> tuple:
+    """Every variable a training step reads or writes, in Keras's state order: trainable, non-trainable,
+    ``model.optimizer``'s (both optimizers of a `WGANGP`), metrics'."""
+    return (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
+
+
 def run_pure(fn, variables, values):
     """``fn()`` with ``variables`` reading ``values``; returns ``(fn(), new values)``, one per variable."""
     with StatelessScope(list(zip(variables, values))) as scope:

@@ -131,9 +131,7 @@ def apply_gradients(optimizer, grads, variables) -> None:
         _adam_in_scope(optimizer, grads, variables)
         return
     slots = [optimizer._get_variable_index(v) for v in variables]  # Keras keeps the slots by index
-    step = (optimizer.iterations.value + 1).to(weights[0].dtype)
-    learning_rate = keras.ops.convert_to_tensor(optimizer.learning_rate, weights[0].dtype)
-    alpha = learning_rate * torch.sqrt(1 - optimizer.beta_2**step) / (1 - optimizer.beta_1**step)
+    alpha = _adam_step_size(optimizer, weights[0].dtype)
     with torch.no_grad():
         torch._fused_adam_(
             weights,
@@ -156,13 +154,17 @@ def apply_gradients(optimizer, grads, variables) -> None:
     optimizer.iterations.assign_add(1)
 
 
+def _adam_step_size(optimizer, dtype):
+    """Keras's bias-corrected step size α = lr √(1 − β₂ᵗ) / (1 − β₁ᵗ) of the coming update t, a tensor."""
+    step = (optimizer.iterations.value + 1).to(dtype)
+    learning_rate = keras.ops.convert_to_tensor(optimizer.learning_rate, dtype)
+    return learning_rate * torch.sqrt(1 - optimizer.beta_2**step) / (1 - optimizer.beta_1**step)
+
+
 def _adam_in_scope(optimizer, grads, variables) -> None:
     """Keras's Adam update (as in `apply_gradients`) as tensor maths, its writes recorded by the captured
     step's `StatelessScope`."""
-    dtype = variables[0].value.dtype
-    step = (optimizer.iterations.value + 1).to(dtype)
-    learning_rate = keras.ops.convert_to_tensor(optimizer.learning_rate, dtype)
-    alpha = learning_rate * torch.sqrt(1 - optimizer.beta_2**step) / (1 - optimizer.beta_1**step)
+    alpha = _adam_step_size(optimizer, variables[0].value.dtype)
     for variable, grad in zip(variables, grads):
         index = optimizer._get_variable_index(variable)
         momentum, velocity = optimizer._momentums[index], optimizer._velocities[index]

@@ -65,16 +65,6 @@ def _capture_mode():
         _capturing = False
 
 
-def step_variables(model) -> list:
-    """Every variable the step reads or writes: the model's, both optimizers', the metrics'."""
-    return [
-        *model.trainable_variables,
-        *model.non_trainable_variables,
-        *model.optimizer.variables,
-        *model.metrics_variables,
-    ]
-
-
 class _Programs:
     """A model's compiled programs, one per input signature, and the state they read and write.
 
@@ -84,7 +74,7 @@ class _Programs:
     """
 
     def __init__(self, model):
-        self.variables = step_variables(model)
+        self.variables = [variable for group in stateless.state_groups(model) for variable in group]
         self.inputs = [v.value.detach() for v in self.variables]
         self.by_signature: dict = {}
 
